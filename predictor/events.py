@@ -1,0 +1,126 @@
+"""Request events: the one input type of reqcast, validated once at the edge.
+
+>>> ev = parse_event({"timestamp": 5, "request_tokens": 472, "response_tokens": 18})
+>>> ev.timestamp_s, ev.request_tokens, ev.response_tokens, ev.model
+(5.0, 472, 18, None)
+>>> parse_event({"timestamp": 5, "request_tokens": -1, "response_tokens": 0})
+Traceback (most recent call last):
+...
+predictor.errors.InvalidEvent: negative_tokens: request_tokens=-1
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from predictor.errors import InvalidEvent
+
+#: Largest token count accepted for one request or response. Anything above is
+#: not a plausible LLM request (the largest context windows are ~2M tokens).
+MAX_TOKENS = 10_000_000
+
+#: Timestamps are seconds; anything at or above this is assumed to be milliseconds
+#: or worse (year 33658 in seconds) and is rejected as absurd.
+MAX_TIMESTAMP_S = 1e12
+
+#: Reasons an event can be rejected with (the label set of the invalid-event metric).
+INVALID_REASONS = (
+    "invalid_json",
+    "not_an_object",
+    "missing_field",
+    "wrong_type",
+    "not_finite",
+    "negative_tokens",
+    "absurd_tokens",
+    "absurd_timestamp",
+    "too_old",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEvent:
+    """One LLM request: when it arrived and how many tokens went in and out."""
+
+    timestamp_s: float
+    request_tokens: int
+    response_tokens: int
+    model: str | None = None
+    log_type: str | None = None
+    session_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form (DESIGN.md "Messages")."""
+        return {
+            "timestamp": self.timestamp_s,
+            "request_tokens": self.request_tokens,
+            "response_tokens": self.response_tokens,
+            "model": self.model,
+            "log_type": self.log_type,
+            "session_id": self.session_id,
+        }
+
+    def stream_key(self, by: str) -> str:
+        """The key of the stream this event belongs to (``by`` is ``model`` or ``none``)."""
+        if by == "model" and self.model:
+            return self.model
+        return "all"
+
+
+def _number(obj: Mapping[str, Any], name: str) -> float:
+    if name not in obj or obj[name] is None:
+        raise InvalidEvent("missing_field", name)
+    value = obj[name]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidEvent("wrong_type", f"{name} is {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise InvalidEvent("not_finite", name)
+    return value
+
+
+def _tokens(obj: Mapping[str, Any], name: str) -> int:
+    value = _number(obj, name)
+    if value < 0:
+        raise InvalidEvent("negative_tokens", f"{name}={value:g}")
+    if value > MAX_TOKENS or value != int(value):
+        raise InvalidEvent("absurd_tokens", f"{name}={value:g}")
+    return int(value)
+
+
+def _optional_str(obj: Mapping[str, Any], name: str) -> str | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if isinstance(value, (dict, list)):
+        raise InvalidEvent("wrong_type", f"{name} is {type(value).__name__}")
+    return str(value)
+
+
+def parse_event(obj: Any) -> RequestEvent:
+    """Validate a decoded JSON value and build the event, or raise :class:`InvalidEvent`."""
+    if not isinstance(obj, Mapping):
+        raise InvalidEvent("not_an_object", type(obj).__name__)
+    ts = _number(obj, "timestamp")
+    if ts < 0 or ts >= MAX_TIMESTAMP_S:
+        raise InvalidEvent("absurd_timestamp", f"timestamp={ts:g}")
+    return RequestEvent(
+        timestamp_s=ts,
+        request_tokens=_tokens(obj, "request_tokens"),
+        response_tokens=_tokens(obj, "response_tokens"),
+        model=_optional_str(obj, "model"),
+        log_type=_optional_str(obj, "log_type"),
+        session_id=_optional_str(obj, "session_id"),
+    )
+
+
+def decode_event(raw: bytes | str) -> RequestEvent:
+    """Decode one wire message (JSON bytes) into an event, or raise :class:`InvalidEvent`."""
+    try:
+        obj = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidEvent("invalid_json", str(exc)[:120]) from exc
+    return parse_event(obj)
