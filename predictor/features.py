@@ -48,7 +48,9 @@ def from_log(values: np.ndarray) -> np.ndarray:
     return np.maximum(np.expm1(values), 0.0)
 
 
-def make_windows(values: np.ndarray, seq_len: int, horizon: int = 1) -> tuple[np.ndarray, np.ndarray]:
+def make_windows(
+    values: np.ndarray, seq_len: int, horizon: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """Supervised pairs from a ``[N, C]`` series: inputs ``[M, L, C]`` and the next rows.
 
     With ``horizon == 1`` targets are ``[M, C]``, otherwise ``[M, H, C]``;

@@ -1,0 +1,43 @@
+"""Splitting a trace into streams: one sequence of requests per stream key.
+
+The serving loop keeps one rolling window per stream key (the ``model`` field
+by default, or one stream for everything with ``none``), so training builds its
+windows the same way.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from predictor.errors import ConfigError
+from predictor.features import request_matrix
+
+STREAM_KEYS = ("model", "none")
+ALL = "all"
+
+
+def stream_names(df: pd.DataFrame, stream_key: str) -> pd.Series:
+    """The stream each row of a loaded trace belongs to."""
+    if stream_key not in STREAM_KEYS:
+        raise ConfigError(
+            f"unknown stream key {stream_key!r}; choose from {', '.join(STREAM_KEYS)}"
+        )
+    if stream_key == "model" and "model" in df.columns:
+        return df["model"].where(df["model"].notna() & (df["model"] != ""), ALL).astype(str)
+    return pd.Series(ALL, index=df.index)
+
+
+def stream_series(
+    df: pd.DataFrame, stream_key: str = "model", min_rows: int = 1
+) -> dict[str, np.ndarray]:
+    """Raw per-request matrices ``[N, 3]`` (gap, request tokens, response tokens) per stream."""
+    out: dict[str, np.ndarray] = {}
+    for name, part in df.groupby(stream_names(df, stream_key), sort=True):
+        if len(part) >= min_rows:
+            out[str(name)] = request_matrix(
+                part["timestamp_s"].to_numpy(),
+                part["request_tokens"].to_numpy(),
+                part["response_tokens"].to_numpy(),
+            )
+    return out

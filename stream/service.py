@@ -1,0 +1,394 @@
+"""The serving loop: events in, a next-request forecast per model out, at least once.
+
+Each micro-batch is: poll -> validate (bad events to the dead-letter topic) ->
+update the rolling window of each stream -> one batched forward pass per model
+-> publish forecasts -> flush (wait for the broker's acknowledgement) -> commit
+the input offsets. Offsets are committed only after every forecast and dead
+letter of the batch is acknowledged, so a crash replays, never loses, events.
+Broker errors are retried with exponential backoff; the loop never dies on them.
+
+Models are read from their :class:`~predictor.slot.ModelSlot` once per batch,
+so a hot swap lands between batches and every forecast names its version.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from predictor.errors import BrokerError, InvalidEvent
+from predictor.events import RequestEvent, decode_event
+from predictor.features import QUANTITIES
+from predictor.forecast import NextRequestForecast
+from predictor.models.base import Forecaster
+from predictor.scoring import RollingScores
+from predictor.slot import ModelSlot
+from predictor.window import RollingWindows
+from stream.metrics import Metrics
+from stream.transport import Record, Sink, Source
+
+log = logging.getLogger(__name__)
+
+#: ``(topic, key, value)`` of one message to publish
+Message = tuple[str, bytes | None, bytes]
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """What the serving loop needs besides its ports."""
+
+    input_topic: str
+    output_topic: str
+    dlq_topic: str | None = None
+    stream_key: str = "model"
+    batch_max: int = 500
+    poll_timeout_s: float = 0.2
+    window_capacity: int = 256
+    max_lateness_s: float = 3600.0
+    retry_backoff_s: float = 0.2
+    max_backoff_s: float = 10.0
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.dlq_topic or f"{self.input_topic}.dlq"
+
+
+@dataclass
+class ServeStats:
+    """Running totals, for status lines and summaries."""
+
+    events: int = 0
+    valid: int = 0
+    invalid: int = 0
+    forecasts: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+
+class ForecastService:
+    """One consumer's serving loop over a :class:`Source` and a :class:`Sink`."""
+
+    def __init__(
+        self,
+        config: ServeConfig,
+        source: Source,
+        sink: Sink,
+        slots: dict[str, ModelSlot[Forecaster]],
+        metrics: Metrics,
+        history: Callable[[list[int]], list[Record]] | None = None,
+    ) -> None:
+        self.config, self.source, self.sink, self.slots, self.metrics = (
+            config,
+            source,
+            sink,
+            slots,
+            metrics,
+        )
+        self.history = history
+        self.windows = RollingWindows(config.window_capacity)
+        self.scores = RollingScores()
+        self.stats = ServeStats()
+        #: last forecast per (stream, model), waiting for the stream's next event to score it
+        self._pending: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._assigned: list[int] | None = None
+        self.on_batch: Callable[[ForecastService, list[Message]], None] | None = None
+
+    # -- rebalance ---------------------------------------------------------------------------
+    def on_assign(self, partitions: list[int]) -> None:
+        """Reset windows and rebuild them from the recent history of the partitions now owned."""
+        self.windows = RollingWindows(self.config.window_capacity)
+        self._pending.clear()
+        self._assigned = list(partitions)
+        if not self.history or not partitions:
+            return
+        try:
+            records = self.history(partitions)
+        except BrokerError as exc:
+            log.warning("window warm-up skipped: %s", exc)
+            return
+        events = []
+        for rec in records:
+            try:
+                events.append(decode_event(rec.value))
+            except InvalidEvent:
+                continue
+        self._update_windows(events, forecast=False)
+        log.info(
+            "warmed %d streams from %d records of partitions %s",
+            len(self.windows),
+            len(events),
+            partitions,
+        )
+
+    # -- one micro-batch ---------------------------------------------------------------------
+    def process(self, records: list[Record]) -> tuple[list[Message], dict[int, int]]:
+        """Forecasts and dead letters for ``records``, and the offsets to commit once they land."""
+        messages: list[Message] = []
+        offsets: dict[int, int] = {}
+        valid: list[tuple[RequestEvent, Record]] = []
+        newest: dict[str, float] = {}
+        for rec in records:
+            offsets[rec.partition] = max(offsets.get(rec.partition, 0), rec.offset + 1)
+            try:
+                event = decode_event(rec.value)
+                stream = event.stream_key(self.config.stream_key)
+                latest = newest.get(stream, self.windows.last_timestamp(stream))
+                if latest is not None and event.timestamp_s < latest - self.config.max_lateness_s:
+                    raise InvalidEvent(
+                        "too_old", f"{latest - event.timestamp_s:.0f}s older than the stream"
+                    )
+                newest[stream] = max(
+                    event.timestamp_s, latest if latest is not None else event.timestamp_s
+                )
+                valid.append((event, rec))
+            except InvalidEvent as exc:
+                messages.append(self._dead_letter(rec, exc))
+        self.stats.events += len(records)
+        self.stats.valid += len(valid)
+        self.stats.invalid += len(records) - len(valid)
+        self.metrics.events.labels("valid").inc(len(valid))
+        if len(records) > len(valid):
+            self.metrics.events.labels("invalid").inc(len(records) - len(valid))
+        if valid:
+            messages.extend(self._forecast(valid))
+        return messages, offsets
+
+    def _dead_letter(self, rec: Record, exc: InvalidEvent) -> Message:
+        self.metrics.invalid.labels(exc.reason).inc()
+        body = {
+            "error": exc.reason,
+            "detail": exc.detail,
+            "raw": rec.value.decode("utf-8", errors="replace"),
+            "source": {"partition": rec.partition, "offset": rec.offset},
+        }
+        return (self.config.dead_letter_topic, rec.key, json.dumps(body).encode())
+
+    def _update_windows(
+        self, events: list[RequestEvent], forecast: bool = True
+    ) -> dict[str, tuple[list[int], np.ndarray, np.ndarray, np.ndarray]]:
+        """Append events per stream; returns stream -> (event indexes, windows, have, raw rows)."""
+        by_stream: dict[str, list[int]] = {}
+        for i, ev in enumerate(events):
+            by_stream.setdefault(ev.stream_key(self.config.stream_key), []).append(i)
+        seq_len = self._max_seq_len()
+        out = {}
+        for stream, idx in by_stream.items():
+            ts = np.array([events[i].timestamp_s for i in idx])
+            req = np.array([events[i].request_tokens for i in idx], dtype=np.float64)
+            resp = np.array([events[i].response_tokens for i in idx], dtype=np.float64)
+            wins, have, gaps = self.windows.extend(stream, ts, req, resp, seq_len)
+            if forecast:
+                out[stream] = (idx, wins, have, np.stack([gaps, req, resp], axis=-1))
+        self.metrics.streams.set(len(self.windows))
+        return out
+
+    def _max_seq_len(self) -> int:
+        lens = [cur.forecaster.seq_len for s in self.slots.values() if (cur := s.current())]
+        return max(lens, default=1)
+
+    def _forecast(self, valid: list[tuple[RequestEvent, Record]]) -> list[Message]:
+        events = [ev for ev, _ in valid]
+        per_stream = self._update_windows(events)
+        streams = list(per_stream)
+        all_wins = np.concatenate([per_stream[s][1] for s in streams])  # [n, L_max, 3]
+        all_have = np.concatenate([per_stream[s][2] for s in streams])
+        order = [i for s in streams for i in per_stream[s][0]]
+        bounds = np.cumsum([0] + [len(per_stream[s][0]) for s in streams])
+        now = time.time()
+        messages: list[Message] = []
+        for name, slot in self.slots.items():
+            loaded = slot.current()
+            if loaded is None:
+                continue
+            fc = loaded.forecaster
+            pred = fc.predict(all_wins[:, all_wins.shape[1] - fc.seq_len :, :])
+            point, lo, hi = pred.point[:, 0, :], pred.lower[:, 0, :], pred.upper[:, 0, :]  # [n, 3]
+            confidence = self.scores.model_coverage(name)
+            if confidence is None:
+                confidence = getattr(fc, "confidence", None)
+            for k, stream in enumerate(streams):
+                a, b = bounds[k], bounds[k + 1]
+                self._score(stream, name, per_stream[stream][3], point[a:b], lo[a:b], hi[a:b])
+            for j, i in enumerate(order):
+                ev, rec = valid[i]
+                stream = ev.stream_key(self.config.stream_key)
+                f = NextRequestForecast(
+                    stream=stream,
+                    model=name,
+                    model_version=loaded.version,
+                    event_timestamp_s=ev.timestamp_s,
+                    gap_s=float(point[j, 0]),
+                    gap_interval_s=(float(lo[j, 0]), float(hi[j, 0])),
+                    request_tokens=float(point[j, 1]),
+                    request_tokens_interval=(float(lo[j, 1]), float(hi[j, 1])),
+                    response_tokens=float(point[j, 2]),
+                    response_tokens_interval=(float(lo[j, 2]), float(hi[j, 2])),
+                    confidence=None if confidence is None else round(confidence, 4),
+                    warm=bool(all_have[j] >= fc.seq_len),
+                    source_partition=rec.partition,
+                    source_offset=rec.offset,
+                    produced_at_s=now,
+                )
+                messages.append(
+                    (self.config.output_topic, stream.encode(), json.dumps(f.to_dict()).encode())
+                )
+            self.metrics.forecasts.labels(name, "next_request").inc(len(order))
+            self.stats.forecasts[name] = self.stats.forecasts.get(name, 0) + len(order)
+            for k, stream in enumerate(streams):
+                j = bounds[k + 1] - 1  # the stream's newest forecast
+                ev = events[order[j]]
+                self._export_latest(stream, name, ev.timestamp_s, point[j], lo[j], hi[j])
+        return messages
+
+    def _score(
+        self,
+        stream: str,
+        model: str,
+        actual: np.ndarray,
+        point: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+    ) -> None:
+        """Score the forecasts whose target (the stream's next event) is in this batch."""
+        prev = self._pending.get((stream, model))
+        if prev is not None:
+            point = np.concatenate([prev[0][None], point])
+            lo = np.concatenate([prev[1][None], lo])
+            hi = np.concatenate([prev[2][None], hi])
+            targets = actual
+        else:
+            targets = actual[1:]
+        self._pending[(stream, model)] = (point[-1], lo[-1], hi[-1])
+        n = len(targets)
+        if n == 0:
+            return
+        err = np.abs(point[:n] - targets)
+        hit = (targets >= lo[:n]) & (targets <= hi[:n])
+        for c, q in enumerate(QUANTITIES):
+            self.scores.add(model, q, err[:, c], hit[:, c])
+
+    def _export_latest(
+        self, stream: str, model: str, ts: float, point: np.ndarray, lo: np.ndarray, hi: np.ndarray
+    ) -> None:
+        g = self.metrics.forecast_value
+        for c, q in enumerate(QUANTITIES):
+            g.labels(stream, model, q, "point").set(point[c])
+            g.labels(stream, model, q, "lower").set(lo[c])
+            g.labels(stream, model, q, "upper").set(hi[c])
+        g.labels(stream, model, "timestamp", "point").set(ts + point[0])
+        g.labels(stream, model, "timestamp", "lower").set(ts + lo[0])
+        g.labels(stream, model, "timestamp", "upper").set(ts + hi[0])
+
+    def export_scores(self) -> None:
+        """Push rolling online error and coverage to the gauges."""
+        for model, q in self.scores.keys():  # noqa: SIM118 (a method, not a dict)
+            mae, cov = self.scores.mae(model, q), self.scores.coverage(model, q)
+            if mae is not None:
+                self.metrics.online_mae.labels(model, "next_request", q, "1").set(mae)
+            if cov is not None:
+                self.metrics.online_coverage.labels(model, "next_request", q, "1").set(cov)
+
+    # -- delivery with retries ---------------------------------------------------------------
+    def _retry(self, what: str, action: Callable[[], None], stop: threading.Event) -> bool:
+        """Run ``action`` until it succeeds (True) or ``stop`` is set (False), backing off."""
+        delay = self.config.retry_backoff_s
+        while True:
+            try:
+                action()
+                self.metrics.broker_up.set(1)
+                return True
+            except BrokerError as exc:
+                self.metrics.broker_up.set(0)
+                self.metrics.broker_errors.labels(what).inc()
+                log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
+                if stop.wait(delay):
+                    return False
+                delay = min(delay * 2, self.config.max_backoff_s)
+
+    def deliver(self, messages: list[Message], stop: threading.Event) -> bool:
+        """Send and flush ``messages``; re-sends the whole set after a failure (duplicates are
+        identifiable by ``source`` + ``model``). True once all are acknowledged."""
+
+        def attempt() -> None:
+            for topic, key, value in messages:
+                self.sink.send(topic, key, value)
+            self.sink.flush()
+
+        return self._retry("produce", attempt, stop)
+
+    # -- the loop ----------------------------------------------------------------------------
+    def step(self, stop: threading.Event) -> int:
+        """Poll, process, deliver and commit one micro-batch; returns the events handled."""
+        try:
+            records = self.source.poll(self.config.batch_max, self.config.poll_timeout_s)
+            self.metrics.broker_up.set(1)
+        except BrokerError as exc:
+            self.metrics.broker_up.set(0)
+            self.metrics.broker_errors.labels("poll").inc()
+            log.warning("poll failed: %s", exc)
+            stop.wait(self.config.retry_backoff_s)
+            return 0
+        if not records:
+            return 0
+        messages, offsets = self.process(records)
+        if not self.deliver(messages, stop):
+            return 0
+        acked = time.time()
+        for rec in records:
+            if rec.timestamp_ms:
+                self.metrics.latency.observe(max(0.0, acked - rec.timestamp_ms / 1000.0))
+        self._retry("commit", lambda: self.source.commit(offsets), stop)
+        self.stats.batches += 1
+        self.metrics.batch_size.observe(len(records))
+        if self.on_batch:
+            self.on_batch(self, messages)
+        return len(records)
+
+    def run(
+        self, stop: threading.Event, max_events: int | None = None, idle_exit_s: float | None = None
+    ) -> ServeStats:
+        """Serve until ``stop`` is set, ``max_events`` are handled, or nothing arrives for ``idle_exit_s``."""
+        last_data, last_export = time.monotonic(), 0.0
+        while not stop.is_set():
+            n = self.step(stop)
+            now = time.monotonic()
+            if n:
+                last_data = now
+            if now - last_export >= 1.0:
+                last_export = now
+                self.export_scores()
+                lag = self._lag()
+                if lag is not None:
+                    self.metrics.lag.set(lag)
+            if max_events is not None and self.stats.events >= max_events:
+                break
+            if idle_exit_s is not None and now - last_data >= idle_exit_s:
+                break
+        self.export_scores()
+        return self.stats
+
+    def _lag(self) -> int | None:
+        try:
+            return self.source.lag()
+        except BrokerError:
+            return None
+
+    def state(self) -> dict[str, Any]:
+        """A snapshot for status lines."""
+        elapsed = max(time.monotonic() - self.stats.started, 1e-9)
+        return {
+            "events": self.stats.events,
+            "invalid": self.stats.invalid,
+            "events_per_s": self.stats.events / elapsed,
+            "forecasts": dict(self.stats.forecasts),
+            "versions": {n: s.version for n, s in self.slots.items()},
+            "mae": {m: {q: self.scores.mae(m, q) for q in QUANTITIES} for m in self.slots},
+            "coverage": {m: self.scores.model_coverage(m) for m in self.slots},
+        }

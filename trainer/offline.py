@@ -1,0 +1,111 @@
+"""Offline training of the next-request models from a loaded trace, as ``reqcast train`` does.
+
+Trains each requested model on the trace's streams, saves each as a new
+artifact and reports what happened, one model failing never stopping the
+others. A CUDA out-of-memory error becomes a :class:`TrainingError` that says
+what to change.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from predictor.artifacts import ArtifactInfo, save_artifact
+from predictor.errors import ConfigError, TrainingError
+from predictor.models.neural import ARCHITECTURES
+from predictor.streams import stream_series
+from trainer.device import is_cuda_oom, resolve_device
+from trainer.presets import Preset
+from trainer.train import TrainConfig, TrainResult, train_forecaster
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelOutcome:
+    model: str
+    result: TrainResult | None = None
+    artifact: ArtifactInfo | None = None
+    error: str | None = None
+
+
+@dataclass
+class OfflineReport:
+    preset: str
+    device: str
+    rows: int
+    streams: dict[str, int]
+    outcomes: list[ModelOutcome] = field(default_factory=list)
+
+    @property
+    def trained(self) -> int:
+        return sum(1 for o in self.outcomes if o.artifact is not None)
+
+
+def check_models(models: list[str] | tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [m for m in models if m not in ARCHITECTURES]
+    if unknown:
+        raise ConfigError(f"unknown model {unknown[0]!r}; choose from {', '.join(ARCHITECTURES)}")
+    return tuple(models)
+
+
+def train_models(
+    df: pd.DataFrame,
+    preset: Preset,
+    model_dir: str | Path,
+    *,
+    stream_key: str = "model",
+    seed: int = 0,
+    progress: bool = True,
+    extra_meta: dict[str, Any] | None = None,
+) -> OfflineReport:
+    """Train and save every model of ``preset`` on ``df`` (a loaded trace)."""
+    models = check_models(preset.models)
+    device = resolve_device(preset.device)
+    series = stream_series(df, stream_key, min_rows=preset.seq_len + 2)
+    rows = sum(len(s) for s in series.values())
+    if not series:
+        raise TrainingError(
+            f"too few rows to train: {len(df)} rows, but seq_len={preset.seq_len} needs at least "
+            f"{preset.seq_len + 2} in one stream (and several times that to validate); use more "
+            "data or a smaller --seq-len"
+        )
+    report = OfflineReport(preset.name, device, rows, {k: len(v) for k, v in series.items()})
+    for model in models:
+        cfg = TrainConfig(
+            model=model,
+            seq_len=preset.seq_len,
+            epochs=preset.epochs,
+            batch_size=preset.batch_size,
+            patience=preset.patience,
+            device=device,
+            seed=seed,
+        )
+        outcome = ModelOutcome(model)
+        try:
+            result = train_forecaster(list(series.values()), cfg, progress=progress)
+        except TrainingError as exc:
+            outcome.error = str(exc)
+            report.outcomes.append(outcome)
+            log.error("%s: %s", model, exc)
+            continue
+        except RuntimeError as exc:
+            if is_cuda_oom(exc):
+                raise TrainingError(
+                    f"CUDA ran out of memory training {model}: lower --sample-size or "
+                    "--batch-size, or use --device cpu"
+                ) from exc
+            raise
+        outcome.result = result
+        meta = result.metadata()
+        meta["data"] = {"streams": report.streams, "stream_key": stream_key, **(extra_meta or {})}
+        outcome.artifact = save_artifact(
+            result.forecaster, model_dir, preset=preset.name, extra=meta
+        )
+        report.outcomes.append(outcome)
+    return report

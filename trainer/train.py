@@ -1,0 +1,254 @@
+"""The training loop shared by offline training, the periodic trainer and benchmarks.
+
+Input is one or more raw series ``[N, C]`` (one per stream). Each is split in
+time: the first ``1 - val_fraction`` of rows train, the rest validate (their
+windows may look back into the training rows, never forward). The scaler sees
+training rows only. The loss is the pinball loss over the quantile heads;
+training stops early when the validation loss has not improved for
+``patience`` epochs, and the best weights are kept.
+
+Intervals are then calibrated by split conformal prediction on the validation
+windows: even-numbered windows fit the widening, odd-numbered ones measure the
+coverage that becomes the model's ``confidence``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from predictor.errors import TrainingError
+from predictor.features import Scaler, make_windows, to_log
+from predictor.models.base import NOMINAL_COVERAGE, QUANTILES
+from predictor.models.neural import NeuralForecaster, NeuralSpec, build_module
+from trainer.device import resolve_device
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run."""
+
+    model: str
+    seq_len: int = 100
+    horizon: int = 1
+    epochs: int = 100
+    batch_size: int = 64
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-2
+    patience: int = 8
+    val_fraction: float = 0.2
+    device: str = "auto"
+    seed: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+    #: cap on training windows per epoch (the most recent ones), for bounded refits
+    max_train_windows: int | None = None
+
+
+@dataclass
+class TrainResult:
+    """A trained forecaster and how its training went."""
+
+    forecaster: NeuralForecaster
+    history: dict[str, list[float]]
+    epochs_run: int
+    best_epoch: int
+    final_train_loss: float
+    best_val_loss: float
+    duration_s: float
+    device: str
+    n_train: int
+    n_val: int
+    val_metrics: dict[str, Any]
+
+    def metadata(self) -> dict[str, Any]:
+        """The training part of the artifact metadata."""
+        return {
+            "training": {
+                "epochs_run": self.epochs_run,
+                "best_epoch": self.best_epoch,
+                "final_train_loss": self.final_train_loss,
+                "best_val_loss": self.best_val_loss,
+                "duration_s": round(self.duration_s, 3),
+                "device": self.device,
+                "train_windows": self.n_train,
+                "val_windows": self.n_val,
+                "history": self.history,
+            },
+            "validation": self.val_metrics,
+        }
+
+
+def pinball_loss(pred: torch.Tensor, target: torch.Tensor, quantiles: torch.Tensor) -> torch.Tensor:
+    """Mean quantile loss; ``pred [B, H, C, Q]``, ``target [B, H, C]``, ``quantiles [Q]``."""
+    diff = target.unsqueeze(-1) - pred  # [B, H, C, Q]
+    return torch.maximum(quantiles * diff, (quantiles - 1) * diff).mean()
+
+
+def _split(
+    series: Sequence[np.ndarray], cfg: TrainConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Scaler]:
+    """Scaled log-space windows for training and validation, and the scaler."""
+    train_rows, parts = [], []
+    for s in series:
+        cut = int(len(s) * (1 - cfg.val_fraction))
+        train_rows.append(s[:cut])
+        parts.append((s[:cut], s[max(0, cut - cfg.seq_len) :]))
+    if not train_rows or sum(len(r) for r in train_rows) == 0:
+        raise TrainingError("no training rows")
+    scaler = Scaler.fit(to_log(np.concatenate(train_rows)))
+
+    def windows(rows: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for r in rows:
+            x, y = make_windows(scaler.transform(to_log(r)), cfg.seq_len, cfg.horizon)
+            xs.append(x)
+            ys.append(y.reshape(len(y), cfg.horizon, -1))
+        c = series[0].shape[1]
+        if not xs:
+            return np.empty((0, cfg.seq_len, c)), np.empty((0, cfg.horizon, c))
+        return np.concatenate(xs), np.concatenate(ys)
+
+    x_tr, y_tr = windows([t for t, _ in parts])
+    x_va, y_va = windows([v for _, v in parts])
+    need = cfg.seq_len + cfg.horizon
+    if len(x_tr) < 2 or len(x_va) < 2:
+        total = sum(len(s) for s in series)
+        raise TrainingError(
+            f"too few rows to train: {total} rows give {len(x_tr)} training and {len(x_va)} "
+            f"validation windows with seq_len={cfg.seq_len}; each stream needs well over "
+            f"{math.ceil(need / cfg.val_fraction)} rows (use more data or a smaller --seq-len)"
+        )
+    if cfg.max_train_windows and len(x_tr) > cfg.max_train_windows:
+        x_tr, y_tr = x_tr[-cfg.max_train_windows :], y_tr[-cfg.max_train_windows :]
+    return x_tr, y_tr, x_va, y_va, scaler
+
+
+def _evaluate(
+    module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, q: torch.Tensor, bs: int
+) -> float:
+    module.eval()
+    total = 0.0
+    with torch.inference_mode():
+        for i in range(0, len(x), bs):
+            total += float(pinball_loss(module(x[i : i + bs]), y[i : i + bs], q)) * len(
+                x[i : i + bs]
+            )
+    return total / max(len(x), 1)
+
+
+def _calibrate(
+    fc: NeuralForecaster, x_va: np.ndarray, y_va: np.ndarray
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """Conformal widening ``[H, C]`` from even windows; coverage on odd windows -> confidence."""
+    x_t = torch.from_numpy(x_va.astype(np.float32)).to(fc.device)
+    outs = []
+    with torch.inference_mode():
+        for i in range(0, len(x_t), 4096):
+            outs.append(fc.module(x_t[i : i + 4096]).float().cpu().numpy())
+    q = np.concatenate(outs).astype(np.float64)  # [M, H, C, Q]
+    lo, hi = q[..., 0], q[..., -1]
+    score = np.maximum(lo - y_va, y_va - hi)  # [M, H, C]; > 0 means outside
+    fit, check = score[0::2], score[1::2]
+    level = min(1.0, math.ceil((len(fit) + 1) * NOMINAL_COVERAGE) / len(fit))
+    widen = np.quantile(fit, level, axis=0)  # [H, C]
+    covered = (check <= widen).mean(axis=0)  # [H, C]
+    return widen, float(covered.mean()), covered
+
+
+def train_forecaster(
+    series: Sequence[np.ndarray], cfg: TrainConfig, progress: bool = True
+) -> TrainResult:
+    """Fit one network on raw series ``[N_i, C]`` and return it with its training report."""
+    started = time.perf_counter()
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    x_tr, y_tr, x_va, y_va, scaler = _split(series, cfg)
+    spec = NeuralSpec(
+        cfg.model, cfg.seq_len, cfg.horizon, x_tr.shape[-1], QUANTILES, dict(cfg.params)
+    )
+    module = build_module(spec).to(device)
+    q = torch.tensor(QUANTILES, device=device)
+    xt = torch.from_numpy(x_tr.astype(np.float32)).to(device)
+    yt = torch.from_numpy(y_tr.astype(np.float32)).to(device)
+    xv = torch.from_numpy(x_va.astype(np.float32)).to(device)
+    yv = torch.from_numpy(y_va.astype(np.float32)).to(device)
+    opt = torch.optim.AdamW(
+        module.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+    )
+    history: dict[str, list[float]] = {"train": [], "val": []}
+    best_val, best_epoch, best_state, stale = math.inf, 0, copy.deepcopy(module.state_dict()), 0
+    bar = tqdm(
+        range(1, cfg.epochs + 1),
+        desc=f"train {cfg.model}",
+        unit="epoch",
+        disable=not progress,
+        leave=False,
+    )
+    for epoch in bar:
+        module.train()
+        order = torch.from_numpy(rng.permutation(len(xt))).to(device)
+        total = 0.0
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = pinball_loss(module(xt[idx]), yt[idx], q)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"{cfg.model}: loss became {float(loss)} at epoch {epoch}")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        train_loss = total / len(xt)
+        val_loss = _evaluate(module, xv, yv, q, 4096)
+        history["train"].append(round(train_loss, 6))
+        history["val"].append(round(val_loss, 6))
+        bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
+        if val_loss < best_val - 1e-5:
+            best_val, best_epoch, stale = val_loss, epoch, 0
+            best_state = copy.deepcopy(module.state_dict())
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    module.load_state_dict(best_state)
+    fc = NeuralForecaster(spec, module, scaler, device=device)
+    widen, confidence, covered = _calibrate(fc, x_va, y_va)
+    fc.calibration, fc.confidence = widen, confidence
+    val_metrics = _val_metrics(fc, x_va, y_va, covered)
+    return TrainResult(
+        forecaster=fc,
+        history=history,
+        epochs_run=len(history["train"]),
+        best_epoch=best_epoch,
+        final_train_loss=history["train"][-1],
+        best_val_loss=best_val,
+        duration_s=time.perf_counter() - started,
+        device=device,
+        n_train=len(x_tr),
+        n_val=len(x_va),
+        val_metrics=val_metrics,
+    )
+
+
+def _val_metrics(
+    fc: NeuralForecaster, x_va: np.ndarray, y_va: np.ndarray, covered: np.ndarray
+) -> dict[str, Any]:
+    """MAE in raw units per channel (first horizon step) and held-out coverage."""
+    raw_x = np.expm1(fc.scaler.inverse(x_va))
+    pred = fc.predict(raw_x)
+    actual = np.expm1(fc.scaler.inverse(y_va))
+    mae = np.abs(pred.point - actual).mean(axis=0)  # [H, C]
+    return {
+        "mae": mae[0].round(6).tolist(),
+        "coverage_heldout": covered.mean(axis=0).round(4).tolist(),
+        "confidence": round(fc.confidence or 0.0, 4),
+    }
