@@ -119,13 +119,18 @@ class ForecastService:
                 events.append(decode_event(rec.value))
             except InvalidEvent:
                 continue
-        self._update_windows(events, forecast=False)
+        self.warm(events)
         log.info(
             "warmed %d streams from %d records of partitions %s",
             len(self.windows),
             len(events),
             partitions,
         )
+
+    def warm(self, events: list[RequestEvent]) -> None:
+        """Feed past events into the windows without forecasting them."""
+        if events:
+            self._update_windows(events, forecast=False)
 
     # -- one micro-batch ---------------------------------------------------------------------
     def process(self, records: list[Record]) -> tuple[list[Message], dict[int, int]]:

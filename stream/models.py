@@ -1,0 +1,56 @@
+"""Serving models: loading the newest artifacts into model slots, and reporting versions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from predictor.artifacts import load_latest
+from predictor.errors import ModelLoadError
+from predictor.models.base import Forecaster
+from predictor.slot import ModelSlot
+from stream.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+def load_slots(
+    model_dir: str | Path, models: Sequence[str], metrics: Metrics, device: str = "cpu"
+) -> dict[str, ModelSlot[Forecaster]]:
+    """One slot per model, filled with the newest loadable artifact where there is one."""
+    slots: dict[str, ModelSlot[Forecaster]] = {}
+    for name in models:
+        slot: ModelSlot[Forecaster] = ModelSlot(name)
+        try:
+            fc, meta = load_latest(model_dir, name, device=device)
+        except ModelLoadError as exc:
+            log.warning("%s: %s", name, exc)
+        else:
+            install(slot, fc, meta, metrics, reason="startup")
+        slots[name] = slot
+    return slots
+
+
+def install(
+    slot: ModelSlot[Forecaster],
+    forecaster: Forecaster,
+    meta: dict[str, object],
+    metrics: Metrics,
+    reason: str = "newer",
+) -> bool:
+    """Offer a loaded model to ``slot``; export its version when it is taken."""
+    version = int(meta.get("version", 0))  # type: ignore[call-overload]
+    if not slot.offer(forecaster, version, meta):
+        return False
+    task = str(meta.get("task", "next_request"))
+    metrics.model_version.labels(slot.name, task).set(version)
+    metrics.model_info.labels(slot.name).info(
+        {"artifact": str(meta.get("name", "")), "version": str(version), "created_at": str(meta.get("created_at", ""))}
+    )
+    log.info("serving %s version %d (%s, %s)", slot.name, version, meta.get("name"), reason)
+    return True
+
+
+def have_models(slots: dict[str, ModelSlot[Forecaster]]) -> bool:
+    return any(s.current() is not None for s in slots.values())

@@ -1,0 +1,65 @@
+"""The live status line of ``reqcast run`` and its end-of-run summary."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from typing import Any, TextIO
+
+from predictor.features import QUANTITIES
+
+
+def status_line(state: dict[str, Any]) -> str:
+    parts = [f"{state['events']:>8,} events  {state['events_per_s']:>7,.0f}/s  invalid {state['invalid']:,}"]
+    for model, version in state["versions"].items():
+        mae = state["mae"].get(model, {})
+        gap, req = mae.get("gap_s"), mae.get("request_tokens")
+        cov = state["coverage"].get(model)
+        if version == 0:
+            parts.append(f"{model} (no model)")
+            continue
+        parts.append(
+            f"{model} v{version} MAE gap {_fmt(gap)}s req {_fmt(req)} cov {_fmt(cov, pct=True)}"
+        )
+    return " | ".join(parts)
+
+
+def _fmt(v: float | None, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.0%}" if pct else f"{v:.3g}"
+
+
+class StatusPrinter:
+    """Prints ``status_line(get_state())`` every ``interval_s`` until stopped."""
+
+    def __init__(self, get_state: Any, interval_s: float = 2.0, out: TextIO = sys.stderr) -> None:
+        self.get_state, self.interval_s, self.out = get_state, interval_s, out
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="status", daemon=True)
+
+    def start(self) -> None:
+        if self.interval_s > 0:
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            print(status_line(self.get_state()), file=self.out, flush=True)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+
+def summary_table(state: dict[str, Any]) -> str:
+    """Rolling online MAE and coverage per model and quantity, as text."""
+    lines = [f"{'model':8s} {'version':>7s} " + " ".join(f"{q + ' MAE':>20s}" for q in QUANTITIES) + f" {'coverage':>9s}"]
+    for model, version in state["versions"].items():
+        mae = state["mae"].get(model, {})
+        lines.append(
+            f"{model:8s} {version:>7d} "
+            + " ".join(f"{_fmt(mae.get(q)):>20s}" for q in QUANTITIES)
+            + f" {_fmt(state['coverage'].get(model), pct=True):>9s}"
+        )
+    return "\n".join(lines)
