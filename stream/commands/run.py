@@ -16,6 +16,8 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
+
 from predictor.traces import iter_events
 from stream.cliutil import add_flag, add_trace_flags
 from stream.commands._trace import load_from_args
@@ -31,29 +33,67 @@ log = logging.getLogger(__name__)
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     add_trace_flags(p)
-    add_flag(p, "--events", type=int, default=20_000, help="events to replay (the trace's last N rows)")
+    add_flag(
+        p, "--events", type=int, default=20_000, help="events to replay (the trace's last N rows)"
+    )
     add_flag(p, "--duration", type=float, help="stop after this many seconds even if events remain")
-    add_flag(p, "--rate", type=float, default=2_000.0, help="replay rate in events/s (0: as fast as possible)")
-    add_flag(p, "--speed", type=float, help="replay at this multiple of real time instead of --rate")
-    add_flag(p, "--train-rows", type=int, default=5_000, help="rows before the replayed part used to train first models when --model-dir has none")
+    add_flag(
+        p,
+        "--rate",
+        type=float,
+        default=2_000.0,
+        help="replay rate in events/s (0: as fast as possible)",
+    )
+    add_flag(
+        p, "--speed", type=float, help="replay at this multiple of real time instead of --rate"
+    )
+    add_flag(
+        p,
+        "--train-rows",
+        type=int,
+        default=5_000,
+        help="rows before the replayed part used to train first models when --model-dir has none",
+    )
     add_flag(p, "--first-epochs", type=int, default=6, help="epochs of that first training")
     add_flag(p, "--seq-len", type=int, default=64, help="window length of first models")
-    add_flag(p, "--output", default="out/forecasts.jsonl", help="JSON Lines file of forecasts (dead letters go beside it)")
-    add_flag(p, "--status-interval", type=float, default=2.0, help="seconds between status lines (0: none)")
+    add_flag(
+        p,
+        "--output",
+        default="out/forecasts.jsonl",
+        help="JSON Lines file of forecasts (dead letters go beside it)",
+    )
+    add_flag(
+        p,
+        "--status-interval",
+        type=float,
+        default=2.0,
+        help="seconds between status lines (0: none)",
+    )
     add_flag(p, "--seed", type=int, default=0, help="seed of the synthetic trace and of training")
-    add_flag(p, "--bootstrap-servers", help="use this Kafka cluster instead of the in-process transport")
+    add_flag(
+        p, "--bootstrap-servers", help="use this Kafka cluster instead of the in-process transport"
+    )
     add_service_flags(p)
 
 
-def _first_models(args: argparse.Namespace, head: object) -> None:
+def _first_models(args: argparse.Namespace, head: pd.DataFrame) -> None:
     from trainer.offline import train_models
     from trainer.presets import get_preset
 
     preset = get_preset("cpu").override(
-        epochs=args.first_epochs, seq_len=args.seq_len, sample_size=None, models=tuple(args.models), patience=3
+        epochs=args.first_epochs,
+        seq_len=args.seq_len,
+        sample_size=None,
+        models=tuple(args.models),
+        patience=3,
     )
-    log.info("no models in %s: training first models on %d rows (preset cpu, %d epochs)", args.model_dir, len(head), args.first_epochs)  # type: ignore[arg-type]
-    report = train_models(head, preset, args.model_dir, stream_key=args.stream_key, seed=args.seed)  # type: ignore[arg-type]
+    log.info(
+        "no models in %s: training first models on %d rows (preset cpu, %d epochs)",
+        args.model_dir,
+        len(head),
+        args.first_epochs,
+    )
+    report = train_models(head, preset, args.model_dir, stream_key=args.stream_key, seed=args.seed)
     for o in report.outcomes:
         if o.error:
             log.error("first %s model failed: %s", o.model, o.error)
@@ -91,22 +131,44 @@ def run(args: argparse.Namespace) -> int:
         from stream.kafka_io import KafkaConfig, KafkaSink, KafkaSource
 
         kafka = KafkaConfig.from_args(args)
-        ensure_topics(kafka, {config.input_topic: 1, config.output_topic: 1, config.dead_letter_topic: 1})
+        ensure_topics(
+            kafka, {config.input_topic: 1, config.output_topic: 1, config.dead_letter_topic: 1}
+        )
         publish = KafkaSink(kafka)
         sink = TeeSink(KafkaSink(kafka), files)
-        source = KafkaSource(kafka, config.input_topic, f"reqcast-run-{int(time.time())}", max_poll_interval_ms=3000, session_timeout_ms=3000, heartbeat_interval_ms=1000)
+        source = KafkaSource(
+            kafka,
+            config.input_topic,
+            f"reqcast-run-{int(time.time())}",
+            max_poll_interval_ms=3000,
+            session_timeout_ms=3000,
+            heartbeat_interval_ms=1000,
+        )
     else:
         broker = MemoryBroker()
         broker.create_topic(config.input_topic, partitions=1)
-        publish, sink, source = broker.sink(), files, broker.source(config.input_topic, "reqcast-run")
+        publish, sink, source = (
+            broker.sink(),
+            files,
+            broker.source(config.input_topic, "reqcast-run"),
+        )
     service = ForecastService(config, source, sink, slots, metrics)
     # the rows just before the replayed part are history, not news: start with warm windows
-    service.warm(list(iter_events(df.iloc[: len(df) - len(replayed)].tail(config.window_capacity))))
+    service.warm(
+        list(iter_events(df.iloc[: len(df) - len(replayed)].tail(config.window_capacity * 20)))
+    )
     rate = None if args.speed else (args.rate or None)
     replayer = threading.Thread(
         target=replay,
         args=(iter_events(replayed), publish, config.input_topic),
-        kwargs={"stream_key": args.stream_key, "speed": args.speed, "rate": rate, "progress": False, "total": len(replayed), "stop": stop},
+        kwargs={
+            "stream_key": args.stream_key,
+            "speed": args.speed,
+            "rate": rate,
+            "progress": False,
+            "total": len(replayed),
+            "stop": stop,
+        },
         name="replay",
         daemon=True,
     )
@@ -114,7 +176,9 @@ def run(args: argparse.Namespace) -> int:
         "replaying %d events of %s at %s into the pipeline; forecasts -> %s; metrics on :%s",
         len(replayed),
         source_name,
-        f"{args.speed}x real time" if args.speed else (f"{rate:g} events/s" if rate else "full speed"),
+        f"{args.speed}x real time"
+        if args.speed
+        else (f"{rate:g} events/s" if rate else "full speed"),
         out,
         args.metrics_port,
     )
@@ -134,7 +198,9 @@ def run(args: argparse.Namespace) -> int:
         source.close()
     state = service.state()
     elapsed = time.monotonic() - started
-    print(f"\n=== reqcast run: {state['events']:,} events in {elapsed:.1f}s ({state['events'] / max(elapsed, 1e-9):,.0f}/s) ===")
+    print(
+        f"\n=== reqcast run: {state['events']:,} events in {elapsed:.1f}s ({state['events'] / max(elapsed, 1e-9):,.0f}/s) ==="
+    )
     print(f"source:     {source_name}")
     print(f"invalid:    {state['invalid']:,} (dead letters in {dlq_file})")
     print(f"forecasts:  {json.dumps(state['forecasts'])} -> {out}")

@@ -1,0 +1,175 @@
+"""``reqcast serve``: the streaming forecast service over Kafka.
+
+Consumes request events from ``--input-topic`` in consumer group ``--group-id``,
+publishes a next-request forecast per model for every valid event to
+``--output-topic`` and dead letters to ``--dlq-topic``; commits input offsets
+only once those are acknowledged (at least once). Without models in
+``--model-dir`` it exits with status 2 and says how to make some.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from types import FrameType
+
+from predictor.errors import ConfigError
+from stream.cliutil import add_flag
+from stream.metrics import Metrics, serve_metrics
+from stream.service import ServeConfig
+from stream.transport import Record
+
+log = logging.getLogger(__name__)
+
+
+def add_service_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by ``serve`` and ``run``."""
+    add_flag(p, "--input-topic", default="requests", help="topic of request events")
+    add_flag(p, "--output-topic", default="forecasts", help="topic forecasts are published to")
+    add_flag(p, "--dlq-topic", help="dead-letter topic (default: <input topic>.dlq)")
+    add_flag(p, "--model-dir", default="models", help="where model artifacts are")
+    add_flag(p, "--models", nargs="+", default=["lstm", "dlinear"], help="models to serve")
+    add_flag(
+        p,
+        "--stream-key",
+        default="model",
+        choices=["model", "none"],
+        help="one rolling window per model field, or one for all",
+    )
+    add_flag(p, "--metrics-port", type=int, default=9464, help="port of /metrics (0: off)")
+    add_flag(p, "--batch-max", type=int, default=500, help="most events per micro-batch")
+    add_flag(
+        p,
+        "--window",
+        type=int,
+        default=256,
+        help="requests kept per stream (at least the longest seq_len)",
+    )
+    add_flag(
+        p,
+        "--max-lateness",
+        type=float,
+        default=3600.0,
+        help="events this many seconds older than their stream go to the DLQ",
+    )
+    add_flag(
+        p, "--device", default="cpu", choices=["auto", "cpu", "cuda"], help="device for inference"
+    )
+
+
+def service_config(args: argparse.Namespace) -> ServeConfig:
+    if args.window < 1 or args.batch_max < 1:
+        raise ConfigError("--window and --batch-max must be positive")
+    return ServeConfig(
+        input_topic=args.input_topic,
+        output_topic=args.output_topic,
+        dlq_topic=args.dlq_topic,
+        stream_key=args.stream_key,
+        batch_max=args.batch_max,
+        window_capacity=args.window,
+        max_lateness_s=args.max_lateness,
+    )
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT ask the loop to finish its batch and stop."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping after the current batch", signum)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    from stream.kafka_io import KafkaConfig
+
+    KafkaConfig.add_flags(p)
+    add_flag(
+        p,
+        "--group-id",
+        default="reqcast-serve",
+        help="consumer group shared by all serve instances",
+    )
+    add_service_flags(p)
+    add_flag(
+        p, "--session-timeout-ms", type=int, default=10_000, help="consumer group session timeout"
+    )
+    add_flag(
+        p,
+        "--max-poll-interval-ms",
+        type=int,
+        default=300_000,
+        help="consumer max poll interval (small brokers rebalance faster with a few seconds)",
+    )
+    add_flag(
+        p, "--max-events", type=int, help="stop after this many events (for tests and benchmarks)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from stream.kafka_admin import ensure_topics, read_before, wait_for_broker
+    from stream.kafka_io import KafkaConfig, KafkaSink, KafkaSource
+    from stream.models import have_models, load_slots
+    from stream.service import ForecastService
+    from trainer.device import resolve_device
+
+    config = service_config(args)
+    kafka = KafkaConfig.from_args(args)
+    metrics = Metrics()
+    slots = load_slots(args.model_dir, args.models, metrics, device=resolve_device(args.device))
+    if not have_models(slots):
+        raise ConfigError(
+            f"no model artifacts in {args.model_dir!r}: train some first, e.g. "
+            f"`reqcast train --preset cpu --model-dir {args.model_dir}` (or use `reqcast run`, "
+            "which trains first models by itself)"
+        )
+    wait_for_broker(kafka, timeout_s=30)
+    ensure_topics(kafka, {config.output_topic: 1, config.dead_letter_topic: 1})
+    serve_metrics(args.metrics_port, metrics.registry)
+    stop = threading.Event()
+    stop_on_signals(stop)
+    sink = KafkaSink(kafka)
+    holder: dict[str, ForecastService] = {}
+
+    def on_assign(partitions: list[int]) -> None:
+        holder["service"].on_assign(partitions)
+
+    source = KafkaSource(
+        kafka,
+        config.input_topic,
+        args.group_id,
+        on_assign=on_assign,
+        session_timeout_ms=args.session_timeout_ms,
+        heartbeat_interval_ms=max(100, args.session_timeout_ms // 3),
+        max_poll_interval_ms=args.max_poll_interval_ms,
+    )
+
+    def history(partitions: list[int]) -> list[Record]:
+        ends = source.committed(partitions)
+        return read_before(kafka, config.input_topic, ends, config.window_capacity)
+
+    service = ForecastService(config, source, sink, slots, metrics, history=history)
+    holder["service"] = service
+    log.info(
+        "serving %s -> %s (group %s, models %s)",
+        config.input_topic,
+        config.output_topic,
+        args.group_id,
+        {n: s.version for n, s in slots.items()},
+    )
+    try:
+        stats = service.run(stop, max_events=args.max_events)
+    finally:
+        source.close()
+        sink.close()
+    log.info(
+        "stopped after %d events (%d invalid), forecasts %s",
+        stats.events,
+        stats.invalid,
+        stats.forecasts,
+    )
+    return 0

@@ -1,0 +1,355 @@
+"""Kafka adapters of the streaming ports, built on kafka-python.
+
+:class:`KafkaSink` implements :class:`stream.transport.Sink` and :class:`KafkaSource`
+implements :class:`stream.transport.Source`; :class:`KafkaConfig` holds the connection
+and security settings they share (built from ``--bootstrap-servers`` and friends).
+Group-less readers and topic administration live in :mod:`stream.kafka_admin`. Every
+kafka-python error leaves these adapters as :class:`predictor.errors.BrokerError`,
+with the original chained.
+
+>>> cfg = KafkaConfig("127.0.0.1:9092")
+>>> sorted(cfg.client_kwargs())
+['bootstrap_servers', 'client_id', 'security_protocol']
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from predictor.errors import BrokerError, ConfigError
+from stream.cliutil import add_flag, env_name
+from stream.transport import AssignCallback, Record
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+USERNAME_ENV = env_name("--sasl-username")
+PASSWORD_ENV = env_name("--sasl-password")
+
+#: producer settings for at-least-once delivery with good throughput; overridable
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "acks": "all",
+    "retries": 2_147_483_647,  # bounded in time by delivery_timeout_ms instead
+    "retry_backoff_ms": 200,
+    "delivery_timeout_ms": 120_000,
+    "linger_ms": 5,
+    "batch_size": 128 * 1024,
+    "max_block_ms": 30_000,
+    "reconnect_backoff_max_ms": 2_000,  # kafka-python's 30 s would stall after an outage
+}
+
+#: how long end offsets fetched for ``KafkaSource.lag`` are reused
+END_OFFSETS_TTL_S = 1.0
+
+
+@dataclass(frozen=True)
+class KafkaConfig:
+    """Where the brokers are and how to authenticate; shared by every Kafka client."""
+
+    bootstrap_servers: str
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_cafile: str | None = None
+    client_id: str = "reqcast"
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap_servers.strip():
+            raise ConfigError("no Kafka bootstrap servers given")
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(f"unknown security protocol {self.security_protocol!r}")
+        if self.sasl_mechanism is not None and self.sasl_mechanism not in SASL_MECHANISMS:
+            raise ConfigError(f"unknown SASL mechanism {self.sasl_mechanism!r}")
+        if self.security_protocol.startswith("SASL_") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ConfigError(
+                f"{self.security_protocol} needs --sasl-mechanism and the credentials "
+                f"in {USERNAME_ENV} / {PASSWORD_ENV}"
+            )
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Connection and security keyword arguments for any kafka-python client."""
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": [s.strip() for s in self.bootstrap_servers.split(",")],
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        optional = {
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_plain_username": self.sasl_username,
+            "sasl_plain_password": self.sasl_password,
+            "ssl_cafile": self.ssl_cafile,
+        }
+        kwargs.update({k: v for k, v in optional.items() if v is not None})
+        return kwargs
+
+    @staticmethod
+    def add_flags(parser: argparse.ArgumentParser | Any) -> None:
+        """Add ``--bootstrap-servers``, ``--security-protocol``, ``--sasl-mechanism``,
+        ``--ssl-cafile``, each with its ``REQCAST_*`` fallback."""
+        add_flag(parser, "--bootstrap-servers", help="Kafka brokers, host:port[,host:port...]")
+        add_flag(
+            parser,
+            "--security-protocol",
+            default="PLAINTEXT",
+            choices=SECURITY_PROTOCOLS,
+            help="how to talk to the brokers",
+        )
+        add_flag(
+            parser,
+            "--sasl-mechanism",
+            choices=SASL_MECHANISMS,
+            help=f"SASL mechanism; the credentials are read from {USERNAME_ENV} and "
+            f"{PASSWORD_ENV} only, never from flags",
+        )
+        add_flag(parser, "--ssl-cafile", help="CA bundle to verify the brokers' certificates")
+
+    @classmethod
+    def from_args(
+        cls, args: argparse.Namespace, environ: Mapping[str, str] | None = None
+    ) -> KafkaConfig:
+        """Build from parsed :meth:`add_flags` flags plus the SASL credentials in ``environ``."""
+        env = os.environ if environ is None else environ
+        servers = getattr(args, "bootstrap_servers", None)
+        if not servers:
+            raise ConfigError(
+                f"Kafka needs --bootstrap-servers (or {env_name('--bootstrap-servers')})"
+            )
+        return cls(
+            bootstrap_servers=servers,
+            security_protocol=getattr(args, "security_protocol", None) or "PLAINTEXT",
+            sasl_mechanism=getattr(args, "sasl_mechanism", None),
+            sasl_username=env.get(USERNAME_ENV) or None,
+            sasl_password=env.get(PASSWORD_ENV) or None,
+            ssl_cafile=getattr(args, "ssl_cafile", None),
+        )
+
+
+class KafkaSink:
+    """Asynchronous producer; ``flush`` raises :class:`BrokerError` if any record since the
+    previous flush was not acknowledged (``acks=all``, retried until ``delivery_timeout_ms``)."""
+
+    def __init__(self, config: KafkaConfig, **producer_overrides: Any) -> None:
+        self._servers = config.bootstrap_servers
+        self._lock = threading.Lock()
+        self._failures: list[tuple[str, BaseException]] = []
+        settings = {**PRODUCER_DEFAULTS, **config.client_kwargs(), **producer_overrides}
+        try:
+            self._producer = KafkaProducer(**settings)
+        except KafkaError as e:
+            raise BrokerError(f"cannot start a Kafka producer for {self._servers}: {e}") from e
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        try:
+            future = self._producer.send(topic, key=key, value=value)
+        except KafkaError as e:
+            raise BrokerError(f"cannot send to Kafka topic {topic!r}: {e}") from e
+        future.add_errback(self._on_failure, topic)
+
+    def _on_failure(self, topic: str, error: BaseException) -> None:
+        # runs on the producer's I/O thread
+        with self._lock:
+            self._failures.append((topic, error))
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaError as e:
+            raise BrokerError(
+                f"Kafka at {self._servers} did not acknowledge every record within "
+                f"{timeout_s:g} s: {e}"
+            ) from e
+        with self._lock:
+            failures, self._failures = self._failures, []
+        if failures:
+            topic, first = failures[0]
+            raise BrokerError(
+                f"{len(failures)} record(s) were not written to Kafka at {self._servers}; "
+                f"first on {topic!r}: {first}"
+            ) from first
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Send what is buffered (waiting at most ``timeout_s``) and release the producer."""
+        try:
+            self._producer.close(timeout=timeout_s)
+        except KafkaError as e:
+            raise BrokerError(f"error closing the Kafka producer: {e}") from e
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    """Notes kafka-python's rebalance callbacks for the owning :class:`KafkaSource`.
+
+    They run on kafka-python's I/O thread, where blocking client calls are refused and
+    slow work stalls heartbeats, so nothing else happens here.
+    """
+
+    def __init__(self, source: KafkaSource) -> None:
+        self._source = source
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        with self._source._lock:
+            self._source._owned -= {tp.partition for tp in revoked}
+            self._source._ends_at = 0.0
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        with self._source._lock:
+            self._source._owned |= {tp.partition for tp in assigned}
+            self._source._fresh |= {tp.partition for tp in assigned}
+            self._source._ends_at = 0.0
+
+
+class KafkaSource:
+    """One member of ``group_id`` reading ``topic``; commits only what it is told to.
+
+    ``on_assign`` is called from :meth:`poll`, on the caller's thread and before the
+    records of that poll are returned, with the partitions assigned since the previous
+    poll (the whole new assignment under kafka-python's default eager rebalancing). It
+    may block (to warm windows, say); an exception it raises comes out of :meth:`poll`.
+    On small test brokers such as tansu a group join waits for the rebalance timeout, so
+    pass a short ``max_poll_interval_ms`` there.
+    """
+
+    def __init__(
+        self,
+        config: KafkaConfig,
+        topic: str,
+        group_id: str,
+        on_assign: AssignCallback | None = None,
+        auto_offset_reset: str = "earliest",
+        max_poll_interval_ms: int = 300_000,
+        session_timeout_ms: int = 10_000,
+        heartbeat_interval_ms: int = 3_000,
+        **consumer_overrides: Any,
+    ) -> None:
+        if heartbeat_interval_ms >= session_timeout_ms:
+            raise ConfigError("heartbeat_interval_ms must be below session_timeout_ms")
+        self.topic, self.group_id = topic, group_id
+        self._on_assign = on_assign
+        self._reset = auto_offset_reset
+        self._servers = config.bootstrap_servers
+        self._lock = threading.Lock()
+        self._owned: set[int] = set()
+        self._fresh: set[int] = set()  # assigned, on_assign not called yet
+        self._ends: dict[int, int] = {}
+        self._ends_at = 0.0
+        settings = {
+            **config.client_kwargs(),
+            "group_id": group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": auto_offset_reset,
+            "max_poll_interval_ms": max_poll_interval_ms,
+            "session_timeout_ms": session_timeout_ms,
+            "heartbeat_interval_ms": heartbeat_interval_ms,
+            "reconnect_backoff_max_ms": 2_000,
+            **consumer_overrides,
+        }
+        try:
+            self._consumer = KafkaConsumer(**settings)
+            self._consumer.subscribe([topic], listener=_Rebalance(self))
+        except KafkaError as e:
+            raise BrokerError(f"cannot join group {group_id!r} on {self._servers}: {e}") from e
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        try:
+            batches = self._consumer.poll(
+                timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records
+            )
+        except KafkaError as e:
+            raise BrokerError(f"polling {self.topic!r} for group {self.group_id!r}: {e}") from e
+        with self._lock:
+            fresh, self._fresh = sorted(self._fresh & self._owned), set()
+        if fresh and self._on_assign is not None:
+            self._on_assign(fresh)
+        return [to_record(m) for msgs in batches.values() for m in msgs]
+
+    def committed(self, partitions: list[int]) -> dict[int, int]:
+        """Where the group resumes each of ``partitions``: the committed offset, or else
+        the beginning or end of the partition as ``auto_offset_reset`` says."""
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        try:
+            found = {tp: self._consumer.committed(tp) for tp in tps}
+            missing = [tp for tp, off in found.items() if off is None]
+            if missing and self._reset == "latest":
+                found.update(self._consumer.end_offsets(missing))
+            elif missing:
+                found.update(self._consumer.beginning_offsets(missing))
+        except KafkaError as e:
+            raise BrokerError(f"reading the committed offsets of {self.group_id!r}: {e}") from e
+        return {tp.partition: int(off) for tp, off in found.items()}
+
+    def commit(self, offsets: dict[int, int]) -> None:
+        """Synchronously commit exactly ``offsets`` (partition -> next offset to read)."""
+        if not offsets:
+            return
+        payload = {
+            TopicPartition(self.topic, p): OffsetAndMetadata(off, "", -1)
+            for p, off in offsets.items()
+        }
+        try:
+            self._consumer.commit(offsets=payload)
+        except KafkaError as e:
+            raise BrokerError(
+                f"committing {sorted(offsets.items())} of {self.topic!r} for group "
+                f"{self.group_id!r}: {e}"
+            ) from e
+
+    def assignment(self) -> list[int]:
+        return sorted(tp.partition for tp in self._consumer.assignment() if tp.topic == self.topic)
+
+    def lag(self) -> int | None:
+        """Records between the positions and the ends of the owned partitions, or ``None``.
+
+        End offsets are asked for at most once per second; the high watermark from the
+        latest fetch is used when it is further on (tansu 0.6 reports the end of a
+        partition as the last batch's first offset plus one).
+        """
+        tps = [TopicPartition(self.topic, p) for p in self.assignment()]
+        if not tps:
+            return None
+        try:
+            now = time.monotonic()
+            if now - self._ends_at > END_OFFSETS_TTL_S:
+                ends = self._consumer.end_offsets(tps, timeout_ms=2_000)
+                self._ends = {tp.partition: off for tp, off in ends.items()}
+                self._ends_at = now
+            total = 0
+            for tp in tps:
+                position = self._consumer.position(tp, timeout_ms=0)
+                end = max(self._ends.get(tp.partition, -1), self._consumer.highwater(tp) or -1)
+                if position is None or end < 0:
+                    return None
+                total += max(0, end - position)
+            return total
+        except KafkaError:
+            return None
+
+    def close(self) -> None:
+        try:
+            self._consumer.close(autocommit=False)
+        except KafkaError as e:
+            raise BrokerError(f"error leaving group {self.group_id!r}: {e}") from e
+
+
+def to_record(message: Any) -> Record:
+    """kafka-python ``ConsumerRecord`` -> :class:`Record` (a tombstone's value becomes ``b""``)."""
+    return Record(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=message.key,
+        value=message.value if message.value is not None else b"",
+        timestamp_ms=None
+        if message.timestamp is None or message.timestamp < 0
+        else message.timestamp,
+    )

@@ -1,0 +1,81 @@
+"""``reqcast bench accuracy`` (and the ``bench stream`` hook) in-process through :func:`stream.cli.main`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+
+from stream.cli import main
+
+BURST1 = (
+    Path(__file__).resolve().parents[2]
+    / ".."
+    / "shared"
+    / "data"
+    / "burstgpt"
+    / "BurstGPT_1_first400.csv"
+)
+TINY = ["--seq-len", "8", "--epochs", "2", "--batch-size", "32", "--no-progress"]
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("REQCAST_"):
+            monkeypatch.delenv(name)
+
+
+def test_bench_accuracy_writes_json_and_markdown(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out, md = tmp_path / "acc.json", tmp_path / "acc.md"
+    argv = ["bench", "accuracy", "--data-path", str(BURST1), *TINY]
+    assert main([*argv, "--json", str(out), "--markdown", str(md)]) == 0
+    report = json.loads(out.read_text())
+    assert set(report) == {"task_config", "results", "verdict"}
+    tc = report["task_config"]
+    assert tc["data_path"] == str(BURST1) and tc["rows"] == 400
+    assert (tc["seq_len"], tc["epochs"], tc["seed"], tc["train_fraction"]) == (8, 2, 0, 0.6)
+    assert set(tc["streams"]) == {"ChatGPT", "GPT-4"}
+    models = {r["model"] for r in report["results"] if r["kind"] == "model"}
+    assert models == {"lstm", "dlinear"}
+    assert "last_value" in {r["model"] for r in report["results"] if r["kind"] == "baseline"}
+    for r in report["results"]:
+        assert r["task"] == "next_request" and r["horizon"] == 1
+        assert r["target"] in ("gap_s", "request_tokens", "response_tokens")
+        assert r["n"] == tc["forecasts"] and 0 <= r["coverage"] <= 1
+    for v in report["verdict"]:
+        assert v["model"] in models and isinstance(v["beats_best_baseline"], bool)
+    table = capsys.readouterr().out
+    assert table == md.read_text() and "| lstm | model |" in table
+
+
+def test_bench_accuracy_bad_flag_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "accuracy", "--data-path", str(BURST1), "--train-fraction", "1.5", *TINY]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("reqcast bench: error: train fraction")
+
+
+def test_bench_stream_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+    fake = types.ModuleType("stream.bench_stream")
+
+    def add_parser(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--rate", type=int, default=1)
+
+    def run(args: argparse.Namespace) -> int:
+        seen.append(args.rate)
+        return 0
+
+    fake.add_parser = add_parser  # type: ignore[attr-defined]
+    fake.run = run  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "stream.bench_stream", fake)
+    assert main(["bench", "stream", "--rate", "7"]) == 0
+    assert seen == [7]
