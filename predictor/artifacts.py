@@ -115,6 +115,7 @@ def save_artifact(
             "format": FORMAT,
             "name": name,
             "model": forecaster.name,
+            "kind": forecaster.kind,
             "task": task,
             "version": version,
             "preset": preset,

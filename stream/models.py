@@ -46,7 +46,11 @@ def install(
     task = str(meta.get("task", "next_request"))
     metrics.model_version.labels(slot.name, task).set(version)
     metrics.model_info.labels(slot.name).info(
-        {"artifact": str(meta.get("name", "")), "version": str(version), "created_at": str(meta.get("created_at", ""))}
+        {
+            "artifact": str(meta.get("name", "")),
+            "version": str(version),
+            "created_at": str(meta.get("created_at", "")),
+        }
     )
     log.info("serving %s version %d (%s, %s)", slot.name, version, meta.get("name"), reason)
     return True

@@ -99,6 +99,8 @@ class ForecastService:
         self._pending: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._assigned: list[int] | None = None
         self.on_batch: Callable[[ForecastService, list[Message]], None] | None = None
+        #: called with each batch's valid events (the refit worker's buffer); must not block
+        self.observers: list[Callable[[list[RequestEvent]], None]] = []
 
     # -- rebalance ---------------------------------------------------------------------------
     def on_assign(self, partitions: list[int]) -> None:
@@ -163,6 +165,8 @@ class ForecastService:
             self.metrics.events.labels("invalid").inc(len(records) - len(valid))
         if valid:
             messages.extend(self._forecast(valid))
+            for observe in self.observers:
+                observe([ev for ev, _ in valid])
         return messages, offsets
 
     def _dead_letter(self, rec: Record, exc: InvalidEvent) -> Message:

@@ -10,7 +10,9 @@ from predictor.features import QUANTITIES
 
 
 def status_line(state: dict[str, Any]) -> str:
-    parts = [f"{state['events']:>8,} events  {state['events_per_s']:>7,.0f}/s  invalid {state['invalid']:,}"]
+    parts = [
+        f"{state['events']:>8,} events  {state['events_per_s']:>7,.0f}/s  invalid {state['invalid']:,}"
+    ]
     for model, version in state["versions"].items():
         mae = state["mae"].get(model, {})
         gap, req = mae.get("gap_s"), mae.get("request_tokens")
@@ -54,7 +56,11 @@ class StatusPrinter:
 
 def summary_table(state: dict[str, Any]) -> str:
     """Rolling online MAE and coverage per model and quantity, as text."""
-    lines = [f"{'model':8s} {'version':>7s} " + " ".join(f"{q + ' MAE':>20s}" for q in QUANTITIES) + f" {'coverage':>9s}"]
+    lines = [
+        f"{'model':8s} {'version':>7s} "
+        + " ".join(f"{q + ' MAE':>20s}" for q in QUANTITIES)
+        + f" {'coverage':>9s}"
+    ]
     for model, version in state["versions"].items():
         mae = state["mae"].get(model, {})
         lines.append(

@@ -110,7 +110,7 @@ def _split(
         for r in rows:
             x, y = make_windows(scaler.transform(to_log(r)), cfg.seq_len, cfg.horizon)
             xs.append(x)
-            ys.append(y.reshape(len(y), cfg.horizon, -1))
+            ys.append(y.reshape(len(y), cfg.horizon, r.shape[-1]))  # [M, H, C], M may be 0
         c = series[0].shape[1]
         if not xs:
             return np.empty((0, cfg.seq_len, c)), np.empty((0, cfg.horizon, c))

@@ -20,8 +20,14 @@ import pandas as pd
 
 from predictor.traces import iter_events
 from stream.cliutil import add_flag, add_trace_flags
+from stream.commands._refit import add_refit_flags
 from stream.commands._trace import load_from_args
-from stream.commands.serve import add_service_flags, service_config, stop_on_signals
+from stream.commands.serve import (
+    add_service_flags,
+    service_config,
+    start_model_workers,
+    stop_on_signals,
+)
 from stream.metrics import Metrics, serve_metrics
 from stream.replay import replay
 from stream.sinks import JsonlSink, TeeSink
@@ -74,6 +80,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         p, "--bootstrap-servers", help="use this Kafka cluster instead of the in-process transport"
     )
     add_service_flags(p)
+    add_refit_flags(p, every_events=5_000, every_s=0, window=5_000, epochs=5)
 
 
 def _first_models(args: argparse.Namespace, head: pd.DataFrame) -> None:
@@ -124,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     stop_on_signals(stop)
     source: Source
+    kafka = None
     sink: Sink
     publish: Sink
     if args.bootstrap_servers:
@@ -182,6 +190,7 @@ def run(args: argparse.Namespace) -> int:
         out,
         args.metrics_port,
     )
+    workers = start_model_workers(args, slots, metrics, service, kafka=kafka)
     status = StatusPrinter(service.state, args.status_interval)
     started = time.monotonic()
     replayer.start()
@@ -192,6 +201,8 @@ def run(args: argparse.Namespace) -> int:
         service.run(stop, max_events=len(replayed))
     finally:
         stop.set()
+        for w in workers:
+            w.stop()
         status.stop()
         replayer.join(timeout=5)
         sink.close()

@@ -14,12 +14,20 @@ import logging
 import signal
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from predictor.errors import ConfigError
 from stream.cliutil import add_flag
+from stream.commands._refit import add_refit_flags, refit_config
 from stream.metrics import Metrics, serve_metrics
 from stream.service import ServeConfig
 from stream.transport import Record
+
+if TYPE_CHECKING:
+    from predictor.models.base import Forecaster
+    from predictor.slot import ModelSlot
+    from stream.kafka_io import KafkaConfig
+    from stream.service import ForecastService
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +116,20 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     add_flag(
         p, "--max-events", type=int, help="stop after this many events (for tests and benchmarks)"
     )
+    add_flag(
+        p,
+        "--model-topic",
+        default="reqcast-models",
+        help="compacted topic new model versions arrive on ('' to ignore it)",
+    )
+    add_flag(
+        p,
+        "--watch-model-dir",
+        type=float,
+        default=5.0,
+        help="seconds between checks of --model-dir for newer versions (0: off)",
+    )
+    add_refit_flags(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -154,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
 
     service = ForecastService(config, source, sink, slots, metrics, history=history)
     holder["service"] = service
+    workers = start_model_workers(args, slots, metrics, service, kafka=kafka)
     log.info(
         "serving %s -> %s (group %s, models %s)",
         config.input_topic,
@@ -164,6 +187,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         stats = service.run(stop, max_events=args.max_events)
     finally:
+        for w in workers:
+            w.stop()
         source.close()
         sink.close()
     log.info(
@@ -173,3 +198,40 @@ def run(args: argparse.Namespace) -> int:
         stats.forecasts,
     )
     return 0
+
+
+def start_model_workers(
+    args: argparse.Namespace,
+    slots: dict[str, ModelSlot[Forecaster]],
+    metrics: Metrics,
+    service: ForecastService,
+    kafka: KafkaConfig | None = None,
+) -> list[Any]:
+    """The refit worker, the model-topic follower and the model-dir watcher that the flags ask for."""
+    from stream.model_sync import ModelDirWatcher, ModelPublisher, ModelTopicFollower
+    from trainer.refit import RefitWorker
+
+    workers: list[Any] = []
+    model_topic = getattr(args, "model_topic", "") or ""
+    if kafka is not None and model_topic:
+        from stream.kafka_admin import ensure_topics
+
+        ensure_topics(kafka, {model_topic: 1}, configs={model_topic: {"cleanup.policy": "compact"}})
+        workers.append(ModelTopicFollower(kafka, model_topic, slots, metrics))
+    if getattr(args, "watch_model_dir", 0):
+        workers.append(
+            ModelDirWatcher(args.model_dir, slots, metrics, interval_s=args.watch_model_dir)
+        )
+    if not args.no_refit:
+        publish = None
+        if kafka is not None and model_topic:
+            from stream.kafka_io import KafkaSink
+
+            # a producer of its own: the serving loop's flushes and errors stay its own
+            publish = ModelPublisher(KafkaSink(kafka), model_topic)
+        worker = RefitWorker(refit_config(args), slots, metrics, publish=publish)
+        service.observers.append(worker.observe)
+        workers.append(worker)
+    for w in workers:
+        w.start()
+    return workers

@@ -92,7 +92,12 @@ def run(args: argparse.Namespace) -> int:
         extra_meta={"source": source, "load": load.to_dict()},
     )
     predictor = RequestPredictor(args.model_dir, models=preset.models, device="cpu")
-    test = predictor.predict_next_request(sampled.tail(max(preset.seq_len * 4, 400)))
+    # the test prediction follows the stream of the trace's last request, as serving would
+    last_stream = None
+    if args.stream_key == "model" and sampled["model"].notna().any():
+        last_stream = str(sampled["model"].dropna().iloc[-1])
+    test = predictor.predict_next_request(sampled, stream=last_stream)
+    test["stream"] = last_stream or "all"
     summary = {
         "preset": preset.name,
         "device": report.device,

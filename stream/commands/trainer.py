@@ -1,0 +1,133 @@
+"""``reqcast trainer``: the periodic trainer as its own service (e.g. on a GPU machine).
+
+Reads the input topic in its own consumer group (warming its buffer from the
+recent history of every partition first), refits every model on the schedule,
+and publishes each version the guard accepts to the compacted model topic and
+the model directory. ``serve`` instances started with ``--no-refit`` pick them
+up from the topic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+
+from predictor.errors import InvalidEvent
+from predictor.events import RequestEvent, decode_event
+from stream.cliutil import add_flag
+from stream.commands._refit import add_refit_flags, refit_config
+from stream.commands.serve import stop_on_signals
+from stream.metrics import Metrics, serve_metrics
+from stream.transport import Record
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    from stream.kafka_io import KafkaConfig
+
+    KafkaConfig.add_flags(p)
+    add_flag(p, "--input-topic", default="requests", help="topic of request events")
+    add_flag(p, "--group-id", default="reqcast-trainer", help="the trainer's own consumer group")
+    add_flag(
+        p,
+        "--model-topic",
+        default="reqcast-models",
+        help="compacted topic accepted models are published to",
+    )
+    add_flag(p, "--model-dir", default="models", help="where accepted versions are written")
+    add_flag(p, "--models", nargs="+", default=["lstm", "dlinear"], help="models to refit")
+    add_flag(
+        p,
+        "--stream-key",
+        default="model",
+        choices=["model", "none"],
+        help="one sequence per model field, or one for all",
+    )
+    add_flag(p, "--seq-len", type=int, default=64, help="window length when no model exists yet")
+    add_flag(p, "--metrics-port", type=int, default=9465, help="port of /metrics (0: off)")
+    add_flag(
+        p, "--max-poll-interval-ms", type=int, default=300_000, help="consumer max poll interval"
+    )
+    add_flag(
+        p, "--session-timeout-ms", type=int, default=10_000, help="consumer group session timeout"
+    )
+    add_flag(p, "--max-refits", type=int, help="stop after this many refits (for tests)")
+    add_refit_flags(p)
+
+
+def _decode(records: list[Record]) -> list[RequestEvent]:
+    out = []
+    for rec in records:
+        try:
+            out.append(decode_event(rec.value))
+        except InvalidEvent:
+            continue  # serve dead-letters it; the trainer only learns from valid events
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from stream.kafka_admin import ensure_topics, read_before, wait_for_broker
+    from stream.kafka_io import KafkaConfig, KafkaSink, KafkaSource
+    from stream.model_sync import ModelPublisher
+    from stream.models import load_slots
+    from trainer.refit import RefitWorker
+
+    kafka = KafkaConfig.from_args(args)
+    wait_for_broker(kafka, timeout_s=30)
+    ensure_topics(
+        kafka, {args.model_topic: 1}, configs={args.model_topic: {"cleanup.policy": "compact"}}
+    )
+    metrics = Metrics()
+    serve_metrics(args.metrics_port, metrics.registry)
+    slots = load_slots(args.model_dir, args.models, metrics)
+    config = refit_config(args)
+    worker = RefitWorker(
+        config, slots, metrics, publish=ModelPublisher(KafkaSink(kafka), args.model_topic)
+    )
+
+    def on_assign(partitions: list[int]) -> None:
+        # what came before the group's position; what follows arrives through poll()
+        ends = source.committed(partitions)
+        history = read_before(kafka, args.input_topic, ends, config.window_events)
+        worker.observe(_decode(history))
+        log.info("buffer warmed with %d events of partitions %s", len(worker.buffer), partitions)
+
+    source = KafkaSource(
+        kafka,
+        args.input_topic,
+        args.group_id,
+        on_assign=on_assign,
+        auto_offset_reset="latest",
+        session_timeout_ms=args.session_timeout_ms,
+        heartbeat_interval_ms=max(100, args.session_timeout_ms // 3),
+        max_poll_interval_ms=args.max_poll_interval_ms,
+    )
+    stop = threading.Event()
+    stop_on_signals(stop)
+    worker.start()
+    log.info(
+        "trainer on %s: refit every %s events / %s s; publishing to %s",
+        args.input_topic,
+        config.every_events,
+        config.every_s,
+        args.model_topic,
+    )
+    try:
+        while not stop.is_set():
+            records = source.poll(1000, 0.5)
+            if records:
+                worker.observe(_decode(records))
+                offsets: dict[int, int] = {}
+                for r in records:
+                    offsets[r.partition] = max(offsets.get(r.partition, 0), r.offset + 1)
+                source.commit(offsets)
+            if args.max_refits and len(worker.decisions) >= args.max_refits * len(config.models):
+                break
+    finally:
+        worker.stop()
+        source.close()
+    for d in worker.decisions:
+        print(d.describe())
+    return 0

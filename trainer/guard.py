@@ -1,0 +1,102 @@
+"""The champion/challenger guard: a refit replaces the serving model only if it is no worse.
+
+Both models forecast the same held-out recent slice (requests the challenger
+never trained on); the score is the mean over quantities of the MAE divided by
+the mean absolute actual value (so gaps in seconds and tokens weigh alike). A
+challenger with non-finite weights or outputs, or whose shape differs from the
+serving model, is rejected whatever its score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from predictor.models.base import Forecaster, rolling_predict
+
+#: rejection reasons (the ``reason`` label of the swap metric)
+REASONS = (
+    "worse",
+    "non_finite_weights",
+    "non_finite_output",
+    "shape_mismatch",
+    "training_error",
+    "load_error",
+    "stale_version",
+)
+
+
+@dataclass(frozen=True)
+class Decision:
+    model: str
+    accepted: bool
+    reason: str
+    challenger_score: float | None = None
+    champion_score: float | None = None
+
+    def describe(self) -> str:
+        scores = ""
+        if self.challenger_score is not None:
+            champ = "-" if self.champion_score is None else f"{self.champion_score:.4f}"
+            scores = f" (challenger {self.challenger_score:.4f} vs champion {champ})"
+        return (
+            f"{self.model}: {'accepted' if self.accepted else 'rejected'} ({self.reason}){scores}"
+        )
+
+
+def holdout_score(fc: Forecaster, series: Sequence[np.ndarray], holdout: Sequence[int]) -> float:
+    """Scaled MAE of ``fc`` forecasting the last ``holdout[i]`` rows of each series from what precedes them."""
+    errors, scales = [], []
+    for s, h in zip(series, holdout, strict=True):
+        if h <= 0 or len(s) <= h:
+            continue
+        start = len(s) - h - 1  # the forecast made after row `start` targets row `start + 1`
+        pred = rolling_predict(fc, s, start=start)
+        point = pred.point[:-1, 0, :]  # [h, C]; the last forecast has no outcome yet
+        actual = s[start + 1 :]
+        errors.append(np.abs(point - actual))
+        scales.append(np.abs(actual))
+    if not errors:
+        return math.nan
+    err = np.concatenate(errors).mean(axis=0)
+    scale = np.maximum(np.concatenate(scales).mean(axis=0), 1e-9)
+    return float((err / scale).mean())
+
+
+def finite_weights(fc: Forecaster) -> bool:
+    module = getattr(fc, "module", None)
+    if module is None:
+        return True
+    return all(
+        bool(torch.isfinite(p).all()) for p in module.state_dict().values() if p.is_floating_point()
+    )
+
+
+def judge(
+    name: str,
+    challenger: Forecaster,
+    champion: Forecaster | None,
+    series: Sequence[np.ndarray],
+    holdout: Sequence[int],
+    tolerance: float = 0.0,
+) -> Decision:
+    """Accept ``challenger`` only if it is sound and scores no worse than ``champion`` on the slice."""
+    if not finite_weights(challenger):
+        return Decision(name, False, "non_finite_weights")
+    if champion is not None and (
+        challenger.channels != champion.channels or challenger.horizon != champion.horizon
+    ):
+        return Decision(name, False, "shape_mismatch")
+    cand = holdout_score(challenger, series, holdout)
+    if not math.isfinite(cand):
+        return Decision(name, False, "non_finite_output", cand)
+    if champion is None:
+        return Decision(name, True, "no_champion", cand)
+    champ = holdout_score(champion, series, holdout)
+    if math.isfinite(champ) and cand > champ * (1 + tolerance):
+        return Decision(name, False, "worse", cand, champ)
+    return Decision(name, True, "no_worse", cand, champ)
