@@ -28,6 +28,28 @@ def stream_names(df: pd.DataFrame, stream_key: str) -> pd.Series:
     return pd.Series(ALL, index=df.index)
 
 
+def load_series(
+    df: pd.DataFrame, stream_key: str = "model", bin_s: float = 60.0, min_bins: int = 1
+) -> dict[str, np.ndarray]:
+    """Per-second load per time bin ``[B, 3]`` per stream; every stream spans the trace's time range."""
+    from predictor.load import bin_load
+
+    start, end = float(df["timestamp_s"].min()), float(df["timestamp_s"].max())
+    out: dict[str, np.ndarray] = {}
+    for name, part in df.groupby(stream_names(df, stream_key), sort=True):
+        _, values = bin_load(
+            part["timestamp_s"].to_numpy(),
+            part["request_tokens"].to_numpy(),
+            part["response_tokens"].to_numpy(),
+            bin_s,
+            start_s=start,
+            end_s=end,
+        )
+        if len(values) >= min_bins:
+            out[str(name)] = values
+    return out
+
+
 def stream_series(
     df: pd.DataFrame, stream_key: str = "model", min_rows: int = 1
 ) -> dict[str, np.ndarray]:

@@ -18,12 +18,20 @@ import pandas as pd
 from predictor.artifacts import ArtifactInfo, save_artifact
 from predictor.errors import ConfigError, TrainingError
 from predictor.models.neural import ARCHITECTURES
-from predictor.streams import stream_series
+from predictor.streams import load_series, stream_series
 from trainer.device import is_cuda_oom, resolve_device
 from trainer.presets import Preset
 from trainer.train import TrainConfig, TrainResult, train_forecaster
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LoadTask:
+    """Load forecasting: bin size in seconds and the longest horizon in bins."""
+
+    bin_s: float = 60.0
+    horizon: int = 30
 
 
 @dataclass
@@ -63,11 +71,25 @@ def train_models(
     seed: int = 0,
     progress: bool = True,
     extra_meta: dict[str, Any] | None = None,
+    task: str = "next_request",
+    load: LoadTask | None = None,
 ) -> OfflineReport:
-    """Train and save every model of ``preset`` on ``df`` (a loaded trace)."""
+    """Train and save every model of ``preset`` on ``df`` (a loaded trace).
+
+    ``task="load"`` trains multi-horizon models of per-bin load instead of the
+    next request (``load`` sets the bin size and the longest horizon).
+    """
     models = check_models(preset.models)
     device = resolve_device(preset.device)
-    series = stream_series(df, stream_key, min_rows=preset.seq_len + 2)
+    horizon = 1
+    if task == "load":
+        load = load or LoadTask()
+        horizon = load.horizon
+        series = load_series(df, stream_key, load.bin_s, min_bins=preset.seq_len + horizon + 1)
+    elif task == "next_request":
+        series = stream_series(df, stream_key, min_rows=preset.seq_len + 2)
+    else:
+        raise ConfigError(f"unknown task {task!r}; choose next_request or load")
     rows = sum(len(s) for s in series.values())
     if not series:
         raise TrainingError(
@@ -85,6 +107,7 @@ def train_models(
             patience=preset.patience,
             device=device,
             seed=seed,
+            horizon=horizon,
         )
         outcome = ModelOutcome(model)
         try:
@@ -104,8 +127,10 @@ def train_models(
         outcome.result = result
         meta = result.metadata()
         meta["data"] = {"streams": report.streams, "stream_key": stream_key, **(extra_meta or {})}
+        if load is not None:
+            meta["load"] = {"bin_s": load.bin_s, "horizon_bins": load.horizon}
         outcome.artifact = save_artifact(
-            result.forecaster, model_dir, preset=preset.name, extra=meta
+            result.forecaster, model_dir, preset=preset.name, task=task, extra=meta
         )
         report.outcomes.append(outcome)
     return report

@@ -12,7 +12,7 @@ from predictor.traces import sample_contiguous
 from stream.cliutil import add_flag, add_trace_flags
 from stream.commands._trace import load_from_args
 from trainer.device import DEVICES
-from trainer.offline import check_models, train_models
+from trainer.offline import LoadTask, OfflineReport, check_models, train_models
 from trainer.presets import PRESETS, get_preset
 
 
@@ -39,6 +39,15 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help="which contiguous block --sample-size takes: the most recent rows or a seeded random block",
     )
     add_flag(p, "--model-dir", default="models", help="where artifacts are saved")
+    add_flag(
+        p,
+        "--task",
+        default="next_request",
+        choices=["next_request", "load"],
+        help="forecast the next request, or the load per time bin over several horizons",
+    )
+    add_flag(p, "--bin-s", type=float, default=60.0, help="load task: bin size in seconds")
+    add_flag(p, "--horizon", type=int, default=30, help="load task: longest horizon in bins")
     add_flag(
         p, "--models", nargs="+", help="models to train: lstm dlinear (the preset's default: both)"
     )
@@ -90,7 +99,11 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         extra_meta={"source": source, "load": load.to_dict()},
+        task=args.task,
+        load=LoadTask(args.bin_s, args.horizon) if args.task == "load" else None,
     )
+    if args.task == "load":
+        return _load_summary(args, report)
     predictor = RequestPredictor(args.model_dir, models=preset.models, device="cpu")
     # the test prediction follows the stream of the trace's last request, as serving would
     last_stream = None
@@ -167,3 +180,36 @@ def _print_summary(s: dict[str, Any]) -> None:
                 f"confidence {p['confidence']:.2f}",
                 file=out,
             )
+
+
+def _load_summary(args: argparse.Namespace, report: OfflineReport) -> int:
+    """Summary of a load-task training run."""
+    models: dict[str, dict[str, Any]] = {}
+    for o in report.outcomes:
+        if o.result is None or o.artifact is None:
+            models[o.model] = {"error": o.error}
+            continue
+        models[o.model] = {
+            "artifact": str(o.artifact.path),
+            "version": o.artifact.version,
+            "epochs_run": o.result.epochs_run,
+            "best_val_loss": round(o.result.best_val_loss, 6),
+            "validation": o.result.val_metrics,
+        }
+    summary = {
+        "task": "load",
+        "bin_s": args.bin_s,
+        "horizon_bins": args.horizon,
+        "streams_bins": report.streams,
+        "models": models,
+        "trained": f"{report.trained}/{len(report.outcomes)}",
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"\n=== reqcast train: load, {args.bin_s:g}s bins, horizon {args.horizon} ===")
+        print(f"bins per stream: {report.streams}")
+        for name, m in models.items():
+            print(f"{name:8s} {m.get('error') or m['artifact']}")
+        print(f"models trained:   {summary['trained']}")
+    return 0 if report.trained == len(report.outcomes) else 1
