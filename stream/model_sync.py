@@ -73,6 +73,8 @@ def install_message(
         )
         return False
     slot = slots.get(model)
+    if meta.get("task", "next_request") != "next_request":
+        return False  # load models are trained and shipped offline
     if slot is None or version <= slot.version:
         return False  # not served here, or not newer: replays of the compacted topic land here
     with tempfile.TemporaryDirectory(prefix="reqcast-model-") as tmp:
@@ -184,7 +186,7 @@ class ModelDirWatcher:
         """Install any newer loadable version now; returns how many were installed."""
         installed = 0
         for name, slot in self.slots.items():
-            for info in reversed(list_artifacts(self.model_dir, name)):
+            for info in reversed(list_artifacts(self.model_dir, name, task="next_request")):
                 if info.version <= slot.version:
                     break
                 if str(info.path) in self._rejected:

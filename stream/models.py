@@ -16,16 +16,20 @@ log = logging.getLogger(__name__)
 
 
 def load_slots(
-    model_dir: str | Path, models: Sequence[str], metrics: Metrics, device: str = "cpu"
+    model_dir: str | Path,
+    models: Sequence[str],
+    metrics: Metrics,
+    device: str = "cpu",
+    task: str = "next_request",
 ) -> dict[str, ModelSlot[Forecaster]]:
-    """One slot per model, filled with the newest loadable artifact where there is one."""
+    """One slot per model, filled with the newest loadable artifact of ``task`` where there is one."""
     slots: dict[str, ModelSlot[Forecaster]] = {}
     for name in models:
         slot: ModelSlot[Forecaster] = ModelSlot(name)
         try:
-            fc, meta = load_latest(model_dir, name, device=device)
+            fc, meta = load_latest(model_dir, name, task=task, device=device)
         except ModelLoadError as exc:
-            log.warning("%s: %s", name, exc)
+            (log.warning if task == "next_request" else log.info)("%s (%s): %s", name, task, exc)
         else:
             install(slot, fc, meta, metrics, reason="startup")
         slots[name] = slot

@@ -101,6 +101,8 @@ class ForecastService:
         self.on_batch: Callable[[ForecastService, list[Message]], None] | None = None
         #: called with each batch's valid events (the refit worker's buffer); must not block
         self.observers: list[Callable[[list[RequestEvent]], None]] = []
+        #: more forecasts from each batch's valid events (load forecasts), delivered with it
+        self.producers: list[Callable[[list[tuple[RequestEvent, Record]]], list[Message]]] = []
 
     # -- rebalance ---------------------------------------------------------------------------
     def on_assign(self, partitions: list[int]) -> None:
@@ -165,6 +167,8 @@ class ForecastService:
             self.metrics.events.labels("invalid").inc(len(records) - len(valid))
         if valid:
             messages.extend(self._forecast(valid))
+            for extra in self.producers:
+                messages.extend(extra(valid))
             for observe in self.observers:
                 observe([ev for ev, _ in valid])
         return messages, offsets

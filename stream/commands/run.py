@@ -24,6 +24,7 @@ from stream.commands._refit import add_refit_flags
 from stream.commands._trace import load_from_args
 from stream.commands.serve import (
     add_service_flags,
+    attach_load,
     service_config,
     start_model_workers,
     stop_on_signals,
@@ -62,6 +63,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     )
     add_flag(p, "--first-epochs", type=int, default=6, help="epochs of that first training")
     add_flag(p, "--seq-len", type=int, default=64, help="window length of first models")
+    add_flag(
+        p, "--load-seq-len", type=int, default=48, help="window length in bins of first load models"
+    )
     add_flag(
         p,
         "--output",
@@ -106,7 +110,41 @@ def _first_models(args: argparse.Namespace, head: pd.DataFrame) -> None:
             log.error("first %s model failed: %s", o.model, o.error)
 
 
+def _first_load_models(args: argparse.Namespace, head: pd.DataFrame) -> None:
+    from predictor.errors import TrainingError
+    from trainer.offline import LoadTask, train_models
+    from trainer.presets import get_preset
+
+    horizon = max(args.horizons)
+    preset = get_preset("cpu").override(
+        epochs=max(args.first_epochs, 10),
+        seq_len=args.load_seq_len,
+        batch_size=16,
+        sample_size=None,
+        models=tuple(args.models),
+        patience=3,
+    )
+    log.info("training first load models (%gs bins, horizon %d)", args.bin_s, horizon)
+    try:
+        report = train_models(
+            head,
+            preset,
+            args.model_dir,
+            stream_key=args.stream_key,
+            seed=args.seed,
+            task="load",
+            load=LoadTask(args.bin_s, horizon),
+        )
+    except TrainingError as exc:
+        log.warning("no first load models: %s", exc)
+        return
+    for o in report.outcomes:
+        if o.error:
+            log.warning("first %s load model failed: %s", o.model, o.error)
+
+
 def run(args: argparse.Namespace) -> int:
+    from predictor.artifacts import list_artifacts
     from stream.models import have_models, load_slots
     from stream.service import ForecastService
 
@@ -122,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
             head = df.head(min(len(df) // 2, args.train_rows))
         _first_models(args, head)
         slots = load_slots(args.model_dir, args.models, metrics, device=args.device)
+    if not args.no_load and not list_artifacts(args.model_dir, task="load"):
+        _first_load_models(args, head if len(head) else df.head(min(len(df) // 2, args.train_rows)))
     serve_metrics(args.metrics_port, metrics.registry)
     out = Path(args.output)
     dlq_file = out.with_name(out.stem + ".dlq.jsonl")
@@ -162,9 +202,11 @@ def run(args: argparse.Namespace) -> int:
         )
     service = ForecastService(config, source, sink, slots, metrics)
     # the rows just before the replayed part are history, not news: start with warm windows
-    service.warm(
-        list(iter_events(df.iloc[: len(df) - len(replayed)].tail(config.window_capacity * 20)))
-    )
+    history = list(iter_events(df.iloc[: len(df) - len(replayed)].tail(args.train_rows)))
+    service.warm(history[-config.window_capacity * 20 :])
+    load = attach_load(args, service, metrics, args.device)
+    if load is not None:
+        load.warm(history)
     rate = None if args.speed else (args.rate or None)
     replayer = threading.Thread(
         target=replay,

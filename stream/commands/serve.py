@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from predictor.models.base import Forecaster
     from predictor.slot import ModelSlot
     from stream.kafka_io import KafkaConfig
+    from stream.load_stream import LoadForecasting
     from stream.service import ForecastService
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,27 @@ log = logging.getLogger(__name__)
 
 def add_service_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by ``serve`` and ``run``."""
+    add_flag(
+        p,
+        "--no-load",
+        action="store_true",
+        help="publish no load forecasts even if load models exist",
+    )
+    add_flag(
+        p,
+        "--bin-s",
+        type=float,
+        default=60.0,
+        help="load forecasts: bin size in seconds (load models must be trained for it)",
+    )
+    add_flag(
+        p,
+        "--horizons",
+        type=int,
+        nargs="+",
+        default=[1, 6, 30],
+        help="load forecasts: horizons in bins",
+    )
     add_flag(p, "--input-topic", default="requests", help="topic of request events")
     add_flag(p, "--output-topic", default="forecasts", help="topic forecasts are published to")
     add_flag(p, "--dlq-topic", help="dead-letter topic (default: <input topic>.dlq)")
@@ -176,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
 
     service = ForecastService(config, source, sink, slots, metrics, history=history)
     holder["service"] = service
+    attach_load(args, service, metrics, resolve_device(args.device))
     workers = start_model_workers(args, slots, metrics, service, kafka=kafka)
     log.info(
         "serving %s -> %s (group %s, models %s)",
@@ -235,3 +258,35 @@ def start_model_workers(
     for w in workers:
         w.start()
     return workers
+
+
+def attach_load(
+    args: argparse.Namespace, service: ForecastService, metrics: Metrics, device: str = "cpu"
+) -> LoadForecasting | None:
+    """Add load forecasts to ``service`` when load models for ``--bin-s`` are in the model dir."""
+    from stream.load_stream import LoadConfig, LoadForecasting
+    from stream.models import have_models, load_slots
+
+    if args.no_load:
+        return None
+    slots = load_slots(args.model_dir, args.models, metrics, device=device, task="load")
+    for name, slot in slots.items():
+        cur = slot.current()
+        bin_s = cur.meta.get("load", {}).get("bin_s") if cur else None
+        if bin_s is not None and float(bin_s) != float(args.bin_s):
+            log.warning(
+                "load model %s was trained for %ss bins, not %ss: not used", name, bin_s, args.bin_s
+            )
+            slots[name] = type(slot)(name)
+    if not have_models(slots):
+        log.info("no load models in %s: publishing next-request forecasts only", args.model_dir)
+        return None
+    load = LoadForecasting(
+        LoadConfig(
+            service.config.output_topic, args.bin_s, tuple(args.horizons), service.config.stream_key
+        ),
+        slots,
+        metrics,
+    )
+    service.producers.append(load.process)
+    return load
