@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from predictor.calibration import OnlineConformal, widen_interval
 from predictor.errors import BrokerError, InvalidEvent
 from predictor.events import RequestEvent, decode_event
 from predictor.features import QUANTITIES
@@ -41,6 +42,32 @@ Message = tuple[str, bytes | None, bytes]
 
 
 @dataclass(frozen=True)
+class _Output:
+    """One model's forecasts for a batch, rows in the batch's stream order, ``[n, 3]`` each."""
+
+    version: int
+    point: np.ndarray
+    lower: np.ndarray  # calibrated online
+    upper: np.ndarray
+    raw_lower: np.ndarray  # the model's own interval, for calibration
+    raw_upper: np.ndarray
+    warm: np.ndarray  # [n] bool
+    forecaster: Forecaster | None
+
+    def slice(self, a: int, b: int) -> _Output:
+        return _Output(
+            self.version,
+            self.point[a:b],
+            self.lower[a:b],
+            self.upper[a:b],
+            self.raw_lower[a:b],
+            self.raw_upper[a:b],
+            self.warm[a:b],
+            self.forecaster,
+        )
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     """What the serving loop needs besides its ports."""
 
@@ -52,6 +79,7 @@ class ServeConfig:
     poll_timeout_s: float = 0.2
     window_capacity: int = 256
     max_lateness_s: float = 3600.0
+    publish_best: bool = True
     retry_backoff_s: float = 0.2
     max_backoff_s: float = 10.0
 
@@ -94,9 +122,10 @@ class ForecastService:
         self.history = history
         self.windows = RollingWindows(config.window_capacity)
         self.scores = RollingScores()
+        self.conformal = OnlineConformal()
         self.stats = ServeStats()
         #: last forecast per (stream, model), waiting for the stream's next event to score it
-        self._pending: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._pending: dict[tuple[str, str], tuple[np.ndarray, ...]] = {}
         self._assigned: list[int] | None = None
         self.on_batch: Callable[[ForecastService, list[Message]], None] | None = None
         #: called with each batch's valid events (the refit worker's buffer); must not block
@@ -212,10 +241,10 @@ class ForecastService:
         streams = list(per_stream)
         all_wins = np.concatenate([per_stream[s][1] for s in streams])  # [n, L_max, 3]
         all_have = np.concatenate([per_stream[s][2] for s in streams])
+        actual = np.concatenate([per_stream[s][3] for s in streams])  # [n, 3] the events' own rows
         order = [i for s in streams for i in per_stream[s][0]]
         bounds = np.cumsum([0] + [len(per_stream[s][0]) for s in streams])
-        now = time.time()
-        messages: list[Message] = []
+        outputs: dict[str, _Output] = {}
         for name, slot in self.slots.items():
             loaded = slot.current()
             if loaded is None:
@@ -223,69 +252,94 @@ class ForecastService:
             fc = loaded.forecaster
             pred = fc.predict(all_wins[:, all_wins.shape[1] - fc.seq_len :, :])
             point, lo, hi = pred.point[:, 0, :], pred.lower[:, 0, :], pred.upper[:, 0, :]  # [n, 3]
-            confidence = self.scores.model_coverage(name)
-            if confidence is None:
-                confidence = getattr(fc, "confidence", None)
+            widen = np.array([self.conformal.widen((name, q)) for q in QUANTITIES])
+            clo, chi = widen_interval(point, lo, hi, widen)
+            outputs[name] = _Output(
+                loaded.version, point, clo, chi, lo, hi, all_have >= fc.seq_len, fc
+            )
+        if self.config.publish_best and len(outputs) > 1:
+            outputs["best"] = self._best(outputs)
+        now = time.time()
+        messages: list[Message] = []
+        for name, out in outputs.items():
             for k, stream in enumerate(streams):
                 a, b = bounds[k], bounds[k + 1]
-                self._score(stream, name, per_stream[stream][3], point[a:b], lo[a:b], hi[a:b])
+                self._score(stream, name, actual[a:b], out.slice(a, b))
+            confidence = self.scores.model_coverage(name)
+            if confidence is None:
+                confidence = getattr(out.forecaster, "confidence", None)
+            conf = None if confidence is None else round(confidence, 4)
             for j, i in enumerate(order):
                 ev, rec = valid[i]
-                stream = ev.stream_key(self.config.stream_key)
                 f = NextRequestForecast(
-                    stream=stream,
+                    stream=ev.stream_key(self.config.stream_key),
                     model=name,
-                    model_version=loaded.version,
+                    model_version=out.version,
                     event_timestamp_s=ev.timestamp_s,
-                    gap_s=float(point[j, 0]),
-                    gap_interval_s=(float(lo[j, 0]), float(hi[j, 0])),
-                    request_tokens=float(point[j, 1]),
-                    request_tokens_interval=(float(lo[j, 1]), float(hi[j, 1])),
-                    response_tokens=float(point[j, 2]),
-                    response_tokens_interval=(float(lo[j, 2]), float(hi[j, 2])),
-                    confidence=None if confidence is None else round(confidence, 4),
-                    warm=bool(all_have[j] >= fc.seq_len),
+                    gap_s=float(out.point[j, 0]),
+                    gap_interval_s=(float(out.lower[j, 0]), float(out.upper[j, 0])),
+                    request_tokens=float(out.point[j, 1]),
+                    request_tokens_interval=(float(out.lower[j, 1]), float(out.upper[j, 1])),
+                    response_tokens=float(out.point[j, 2]),
+                    response_tokens_interval=(float(out.lower[j, 2]), float(out.upper[j, 2])),
+                    confidence=conf,
+                    warm=bool(out.warm[j]),
                     source_partition=rec.partition,
                     source_offset=rec.offset,
                     produced_at_s=now,
                 )
                 messages.append(
-                    (self.config.output_topic, stream.encode(), json.dumps(f.to_dict()).encode())
+                    (self.config.output_topic, f.stream.encode(), json.dumps(f.to_dict()).encode())
                 )
             self.metrics.forecasts.labels(name, "next_request").inc(len(order))
             self.stats.forecasts[name] = self.stats.forecasts.get(name, 0) + len(order)
             for k, stream in enumerate(streams):
                 j = bounds[k + 1] - 1  # the stream's newest forecast
                 ev = events[order[j]]
-                self._export_latest(stream, name, ev.timestamp_s, point[j], lo[j], hi[j])
+                self._export_latest(
+                    stream, name, ev.timestamp_s, out.point[j], out.lower[j], out.upper[j]
+                )
         return messages
 
-    def _score(
-        self,
-        stream: str,
-        model: str,
-        actual: np.ndarray,
-        point: np.ndarray,
-        lo: np.ndarray,
-        hi: np.ndarray,
-    ) -> None:
+    def _best(self, outputs: dict[str, _Output]) -> _Output:
+        """Per quantity, the forecasts of the model with the lowest rolling MAE."""
+        names = list(outputs)
+        cols = [outputs[self.scores.best(q, names) or names[0]] for q in QUANTITIES]
+
+        def pick(attr: str) -> np.ndarray:
+            return np.stack([getattr(o, attr)[:, c] for c, o in enumerate(cols)], axis=-1)
+
+        return _Output(
+            max(o.version for o in outputs.values()),
+            pick("point"),
+            pick("lower"),
+            pick("upper"),
+            pick("raw_lower"),
+            pick("raw_upper"),
+            np.all([o.warm for o in cols], axis=0),
+            None,
+        )
+
+    def _score(self, stream: str, model: str, actual: np.ndarray, out: _Output) -> None:
         """Score the forecasts whose target (the stream's next event) is in this batch."""
+        rows = [out.point, out.lower, out.upper, out.raw_lower, out.raw_upper]
         prev = self._pending.get((stream, model))
         if prev is not None:
-            point = np.concatenate([prev[0][None], point])
-            lo = np.concatenate([prev[1][None], lo])
-            hi = np.concatenate([prev[2][None], hi])
+            rows = [np.concatenate([p[None], r]) for p, r in zip(prev, rows, strict=True)]
             targets = actual
         else:
             targets = actual[1:]
-        self._pending[(stream, model)] = (point[-1], lo[-1], hi[-1])
+        self._pending[(stream, model)] = tuple(r[-1] for r in rows)
         n = len(targets)
         if n == 0:
             return
-        err = np.abs(point[:n] - targets)
-        hit = (targets >= lo[:n]) & (targets <= hi[:n])
+        point, lo, hi, raw_lo, raw_hi = (r[:n] for r in rows)
+        err = np.abs(point - targets)
+        hit = (targets >= lo) & (targets <= hi)
         for c, q in enumerate(QUANTITIES):
             self.scores.add(model, q, err[:, c], hit[:, c])
+            if model != "best":
+                self.conformal.update((model, q), targets[:, c], raw_lo[:, c], raw_hi[:, c])
 
     def _export_latest(
         self, stream: str, model: str, ts: float, point: np.ndarray, lo: np.ndarray, hi: np.ndarray

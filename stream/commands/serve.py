@@ -37,6 +37,12 @@ def add_service_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by ``serve`` and ``run``."""
     add_flag(
         p,
+        "--no-best",
+        action="store_true",
+        help="publish no `best` forecasts (per quantity, the model with the lower rolling error)",
+    )
+    add_flag(
+        p,
         "--no-load",
         action="store_true",
         help="publish no load forecasts even if load models exist",
@@ -100,6 +106,7 @@ def service_config(args: argparse.Namespace) -> ServeConfig:
         batch_max=args.batch_max,
         window_capacity=args.window,
         max_lateness_s=args.max_lateness,
+        publish_best=not args.no_best,
     )
 
 

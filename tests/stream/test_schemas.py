@@ -72,7 +72,8 @@ def served() -> tuple[MemoryBroker, ForecastService]:
 def test_forecasts_match_schema(served: tuple[MemoryBroker, ForecastService]) -> None:
     broker, _ = served
     records = broker.records("out")
-    assert len(records) == 60  # 30 valid events x 2 models
+    assert len(records) == 90  # 30 valid events x (lstm, dlinear, best)
+    assert {json.loads(r.value)["model"] for r in records} == {"lstm", "dlinear", "best"}
     validator = jsonschema.Draft202012Validator(schema("forecast"))
     for rec in records:
         validator.validate(json.loads(rec.value))
