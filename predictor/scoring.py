@@ -35,7 +35,7 @@ class RollingScores:
         self._hit[key].extend(np.asarray(covered, dtype=bool).tolist())
         self.scored[model] = self.scored.get(model, 0) + len(abs_errors)
 
-    def keys(self) -> list[tuple[str, str]]:
+    def tracked(self) -> list[tuple[str, str]]:
         return list(self._err)
 
     def count(self, model: str, quantity: str) -> int:

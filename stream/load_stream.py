@@ -53,6 +53,30 @@ class _Made:
     raw_upper: np.ndarray
 
 
+@dataclass
+class _Batch:
+    """One model's forecasts for the windows of a batch's closed bins, ``[m, H, 3]`` each."""
+
+    version: int
+    forecaster: Forecaster
+    point: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+    warm: list[bool]
+
+    def __getitem__(
+        self, i: int
+    ) -> tuple[int, Forecaster, np.ndarray, np.ndarray, np.ndarray, bool]:
+        return (
+            self.version,
+            self.forecaster,
+            self.point[i],
+            self.lower[i],
+            self.upper[i],
+            self.warm[i],
+        )
+
+
 def score_key(quantity: str, horizon: int) -> str:
     return f"{quantity}@{horizon}"
 
@@ -70,6 +94,7 @@ class LoadForecasting:
         self.conformal = OnlineConformal(size=500, min_count=20)
         self.scores = RollingScores(size=500)
         self._pending: dict[tuple[str, int], list[_Made]] = {}
+        self._latest: dict[str, dict[str, dict[int, _Made]]] = {}
         self.published = 0
 
     def warm(self, events: list[RequestEvent]) -> None:
@@ -83,17 +108,57 @@ class LoadForecasting:
             )
 
     def process(self, valid: list[tuple[RequestEvent, Record]]) -> list[Message]:
-        out: list[Message] = []
+        """Bins closed by ``valid``, scored in order; one forward pass per model for all of them."""
+        closures: list[tuple[str, int, Record, list[tuple[int, np.ndarray]], np.ndarray]] = []
+        longest = max(
+            (cur.forecaster.seq_len for s in self.slots.values() if (cur := s.current())), default=1
+        )
         for ev, rec in valid:
             stream = ev.stream_key(self.config.stream_key)
             closed = self.bins.add(stream, ev.timestamp_s, ev.request_tokens, ev.response_tokens)
-            if not closed:
-                continue
-            for k, actual in closed:
-                self._score(stream, k, actual)
-            last = closed[-1][0]
+            if closed:
+                # the window as it is now: later events of this batch must not leak into it
+                closures.append(
+                    (stream, closed[-1][0], rec, closed, self.bins.history(stream)[-longest:])
+                )
+        if not closures:
+            return []
+        preds = self._predict([c[4] for c in closures])
+        now = time.time()
+        out: list[Message] = []
+        for i, (stream, k, rec, closed, _) in enumerate(closures):
+            for kk, actual in closed:
+                self._score(stream, kk, actual)
             self._export_actual(stream, closed[-1][1])
-            out.extend(self._forecast(stream, last, rec))
+            out.extend(self._forecast(stream, k, rec, {n: p[i] for n, p in preds.items()}, now))
+        self._export_latest()
+        return out
+
+    def _export_latest(self) -> None:
+        """The newest forecast per stream, model, quantity and horizon as gauges."""
+        g = self.metrics.load_value
+        for stream, per_model in self._latest.items():
+            for name, made in per_model.items():
+                for h, m in made.items():
+                    for c, q in enumerate(LOAD_QUANTITIES):
+                        g.labels(stream, name, q, str(h), "point").set(m.point[c])
+                        g.labels(stream, name, q, str(h), "lower").set(m.lower[c])
+                        g.labels(stream, name, q, str(h), "upper").set(m.upper[c])
+        self._latest.clear()
+
+    def _predict(self, histories: list[np.ndarray]) -> dict[str, _Batch]:
+        """Each load model's forecasts for every window, ``[m, H, 3]`` per bound."""
+        out: dict[str, _Batch] = {}
+        for name, slot in self.slots.items():
+            loaded = slot.current()
+            if loaded is None:
+                continue
+            fc = loaded.forecaster
+            padded = [pad_window(h[-fc.seq_len :], fc.seq_len) for h in histories]
+            pred = fc.predict(np.stack([w for w, _ in padded]))  # [m, H, 3]
+            out[name] = _Batch(
+                loaded.version, fc, pred.point, pred.lower, pred.upper, [w for _, w in padded]
+            )
         return out
 
     def _export_actual(self, stream: str, rates: np.ndarray) -> None:
@@ -105,8 +170,9 @@ class LoadForecasting:
             hit = (actual >= made.lower) & (actual <= made.upper)
             err = np.abs(made.point - actual)
             for c, q in enumerate(LOAD_QUANTITIES):
-                key = score_key(q, made.horizon)
-                self.scores.add(made.model, key, err[c : c + 1], hit[c : c + 1])
+                self.scores.add(
+                    made.model, score_key(q, made.horizon), err[c : c + 1], hit[c : c + 1]
+                )
                 if made.model != "best":
                     self.conformal.update(
                         (made.model, q, made.horizon),
@@ -114,46 +180,41 @@ class LoadForecasting:
                         made.raw_lower[c : c + 1],
                         made.raw_upper[c : c + 1],
                     )
-                mae, cov = self.scores.mae(made.model, key), self.scores.coverage(made.model, key)
-                h = str(made.horizon)
-                if mae is not None:
-                    self.metrics.online_mae.labels(made.model, "load", q, h).set(mae)
-                if cov is not None:
-                    self.metrics.online_coverage.labels(made.model, "load", q, h).set(cov)
 
-    def _forecast(self, stream: str, k: int, rec: Record) -> list[Message]:
-        history = self.bins.history(stream)
-        now = time.time()
+    def export_scores(self) -> None:
+        """Push rolling load MAE and coverage to the gauges (called about once a second)."""
+        for model, key in self.scores.tracked():
+            q, h = key.split("@")
+            mae, cov = self.scores.mae(model, key), self.scores.coverage(model, key)
+            if mae is not None:
+                self.metrics.online_mae.labels(model, "load", q, h).set(mae)
+            if cov is not None:
+                self.metrics.online_coverage.labels(model, "load", q, h).set(cov)
+
+    def _forecast(
+        self,
+        stream: str,
+        k: int,
+        rec: Record,
+        preds: dict[str, tuple[int, Forecaster, np.ndarray, np.ndarray, np.ndarray, bool]],
+        now: float,
+    ) -> list[Message]:
         per_model: dict[str, dict[int, _Made]] = {}
         versions: dict[str, int] = {}
         messages: list[Message] = []
-        for name, slot in self.slots.items():
-            loaded = slot.current()
-            if loaded is None:
-                continue
-            fc = loaded.forecaster
-            window, warm = pad_window(history[-fc.seq_len :], fc.seq_len)
-            pred = fc.predict(window[None])
+        for name, (version, fc, point_h, lo_h, hi_h, warm) in preds.items():
             made: dict[int, _Made] = {}
             for h in self.config.horizons:
                 if h > fc.horizon:
                     continue
-                point, lo, hi = pred.point[0, h - 1], pred.lower[0, h - 1], pred.upper[0, h - 1]
+                point, lo, hi = point_h[h - 1], lo_h[h - 1], hi_h[h - 1]
                 widen = np.array([self.conformal.widen((name, q, h)) for q in LOAD_QUANTITIES])
                 clo, chi = widen_interval(point, lo, hi, widen)
                 made[h] = _Made(name, h, point, clo, chi, lo, hi)
-            per_model[name], versions[name] = made, loaded.version
+            per_model[name], versions[name] = made, version
             messages.append(
                 self._message(
-                    stream,
-                    name,
-                    loaded.version,
-                    k,
-                    made,
-                    warm,
-                    rec,
-                    now,
-                    self._confidence(name, fc),
+                    stream, name, version, k, made, warm, rec, now, self._confidence(name, fc)
                 )
             )
         if len(per_model) > 1:
@@ -172,14 +233,10 @@ class LoadForecasting:
                 )
             )
             per_model["best"] = best
-        for name, made in per_model.items():
+        for made in per_model.values():
             for h, m in made.items():
                 self._pending.setdefault((stream, k + h), []).append(m)
-                for c, q in enumerate(LOAD_QUANTITIES):
-                    g = self.metrics.load_value
-                    g.labels(stream, name, q, str(h), "point").set(m.point[c])
-                    g.labels(stream, name, q, str(h), "lower").set(m.lower[c])
-                    g.labels(stream, name, q, str(h), "upper").set(m.upper[c])
+        self._latest[stream] = per_model
         self.published += len(messages)
         for name in per_model:
             self.metrics.forecasts.labels(name, "load").inc()

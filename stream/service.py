@@ -131,6 +131,7 @@ class ForecastService:
         #: called with each batch's valid events (the refit worker's buffer); must not block
         self.observers: list[Callable[[list[RequestEvent]], None]] = []
         #: more forecasts from each batch's valid events (load forecasts), delivered with it
+        self.exporters: list[Callable[[], None]] = []
         self.producers: list[Callable[[list[tuple[RequestEvent, Record]]], list[Message]]] = []
 
     # -- rebalance ---------------------------------------------------------------------------
@@ -354,8 +355,10 @@ class ForecastService:
         g.labels(stream, model, "timestamp", "upper").set(ts + hi[0])
 
     def export_scores(self) -> None:
-        """Push rolling online error and coverage to the gauges."""
-        for model, q in self.scores.keys():  # noqa: SIM118 (a method, not a dict)
+        """Push rolling online error and coverage to the gauges (and run the other exporters)."""
+        for export in self.exporters:
+            export()
+        for model, q in self.scores.tracked():
             mae, cov = self.scores.mae(model, q), self.scores.coverage(model, q)
             if mae is not None:
                 self.metrics.online_mae.labels(model, "next_request", q, "1").set(mae)

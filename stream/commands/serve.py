@@ -296,4 +296,5 @@ def attach_load(
         metrics,
     )
     service.producers.append(load.process)
+    service.exporters.append(load.export_scores)
     return load
