@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 #: ``(topic, key, value)`` of one message to publish
 Message = tuple[str, bytes | None, bytes]
 
+#: ``json.dumps`` without the check for circular references (a forecast has none): same bytes
+_encode_json = json.JSONEncoder(check_circular=False).encode
+
 
 @dataclass(frozen=True)
 class _Output:
@@ -262,6 +265,9 @@ class ForecastService:
             outputs["best"] = self._best(outputs)
         now = time.time()
         messages: list[Message] = []
+        topic = self.config.output_topic
+        names = [ev.stream_key(self.config.stream_key) for ev in events]  # stream of each event
+        keys = {stream: stream.encode() for stream in streams}
         for name, out in outputs.items():
             for k, stream in enumerate(streams):
                 a, b = bounds[k], bounds[k + 1]
@@ -270,28 +276,30 @@ class ForecastService:
             if confidence is None:
                 confidence = getattr(out.forecaster, "confidence", None)
             conf = None if confidence is None else round(confidence, 4)
+            # Python floats and bools once per batch: indexing numpy per value costs more
+            point, lower, upper = out.point.tolist(), out.lower.tolist(), out.upper.tolist()
+            warm = out.warm.tolist()
             for j, i in enumerate(order):
                 ev, rec = valid[i]
+                p, lo, hi = point[j], lower[j], upper[j]
                 f = NextRequestForecast(
-                    stream=ev.stream_key(self.config.stream_key),
+                    stream=names[i],
                     model=name,
                     model_version=out.version,
                     event_timestamp_s=ev.timestamp_s,
-                    gap_s=float(out.point[j, 0]),
-                    gap_interval_s=(float(out.lower[j, 0]), float(out.upper[j, 0])),
-                    request_tokens=float(out.point[j, 1]),
-                    request_tokens_interval=(float(out.lower[j, 1]), float(out.upper[j, 1])),
-                    response_tokens=float(out.point[j, 2]),
-                    response_tokens_interval=(float(out.lower[j, 2]), float(out.upper[j, 2])),
+                    gap_s=p[0],
+                    gap_interval_s=(lo[0], hi[0]),
+                    request_tokens=p[1],
+                    request_tokens_interval=(lo[1], hi[1]),
+                    response_tokens=p[2],
+                    response_tokens_interval=(lo[2], hi[2]),
                     confidence=conf,
-                    warm=bool(out.warm[j]),
+                    warm=bool(warm[j]),
                     source_partition=rec.partition,
                     source_offset=rec.offset,
                     produced_at_s=now,
                 )
-                messages.append(
-                    (self.config.output_topic, f.stream.encode(), json.dumps(f.to_dict()).encode())
-                )
+                messages.append((topic, keys[names[i]], _encode_json(f.to_dict()).encode()))
             self.metrics.forecasts.labels(name, "next_request").inc(len(order))
             self.stats.forecasts[name] = self.stats.forecasts.get(name, 0) + len(order)
             for k, stream in enumerate(streams):
@@ -459,6 +467,8 @@ class ForecastService:
             "events_per_s": self.stats.events / elapsed,
             "forecasts": dict(self.stats.forecasts),
             "versions": {n: s.version for n, s in self.slots.items()},
-            "mae": {m: {q: self.scores.mae(m, q) for q in QUANTITIES} for m in self.slots},
-            "coverage": {m: self.scores.model_coverage(m) for m in self.slots},
+            "mae": {
+                m: {q: self.scores.mae(m, q) for q in QUANTITIES} for m in [*self.slots, "best"]
+            },
+            "coverage": {m: self.scores.model_coverage(m) for m in [*self.slots, "best"]},
         }

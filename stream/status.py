@@ -7,6 +7,7 @@ import threading
 from typing import Any, TextIO
 
 from predictor.features import QUANTITIES
+from predictor.scoring import RollingScores
 
 
 def status_line(state: dict[str, Any]) -> str:
@@ -61,11 +62,27 @@ def summary_table(state: dict[str, Any]) -> str:
         + " ".join(f"{q + ' MAE':>20s}" for q in QUANTITIES)
         + f" {'coverage':>9s}"
     ]
-    for model, version in state["versions"].items():
-        mae = state["mae"].get(model, {})
+    for model, mae in state["mae"].items():
+        if not any(v is not None for v in mae.values()):
+            continue
+        version = state["versions"].get(model, "-")
         lines.append(
-            f"{model:8s} {version:>7d} "
+            f"{model:8s} {version!s:>7s} "
             + " ".join(f"{_fmt(mae.get(q)):>20s}" for q in QUANTITIES)
             + f" {_fmt(state['coverage'].get(model), pct=True):>9s}"
         )
+    return "\n".join(lines)
+
+
+def load_table(scores: RollingScores, models: list[str], horizons: list[int]) -> str:
+    """Rolling MAE and coverage of requests/s load forecasts per model and horizon, as text."""
+    lines = [f"{'model':8s} " + " ".join(f"{f'h={h} MAE':>10s} {'cov':>5s}" for h in horizons)]
+    for model in models:
+        cells = []
+        for h in horizons:
+            key = f"requests_per_s@{h}"
+            cells.append(
+                f"{_fmt(scores.mae(model, key)):>10s} {_fmt(scores.coverage(model, key), pct=True):>5s}"
+            )
+        lines.append(f"{model:8s} " + " ".join(cells))
     return "\n".join(lines)

@@ -32,7 +32,7 @@ from stream.commands.serve import (
 from stream.metrics import Metrics, serve_metrics
 from stream.replay import replay
 from stream.sinks import JsonlSink, TeeSink
-from stream.status import StatusPrinter, summary_table
+from stream.status import StatusPrinter, load_table, summary_table
 from stream.transport import MemoryBroker, Sink, Source
 
 log = logging.getLogger(__name__)
@@ -259,4 +259,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"forecasts:  {json.dumps(state['forecasts'])} -> {out}")
     print("online accuracy (rolling, last 1,000 scored forecasts per model):")
     print(summary_table(state))
+    if load is not None:
+        print(
+            f"load forecasts: {load.published:,} ({args.bin_s:g}s bins) — rolling requests/s MAE and coverage:"
+        )
+        print(load_table(load.scores, [*load.slots, "best"], args.horizons))
     return 0
