@@ -78,7 +78,8 @@ def install_message(
     if slot is None or version <= slot.version:
         return False  # not served here, or not newer: replays of the compacted topic land here
     with tempfile.TemporaryDirectory(prefix="reqcast-model-") as tmp:
-        path = Path(tmp) / str(meta.get("name", model))
+        # a fixed name: the message's own name must not pick the path (``../x``, ``a/b``)
+        path = Path(tmp) / "artifact"
         path.mkdir()
         (path / WEIGHTS).write_bytes(weights)
         (path / META).write_text(json.dumps(meta))

@@ -75,12 +75,14 @@ def score(
     task: str,
     model: str,
     kind: str,
+    smape: bool = False,
 ) -> list[dict[str, Any]]:
     """MAE, interval coverage and count per target and horizon step (1-based).
 
     ``pred`` and ``actual`` are ``[N, H, C]`` with channel ``c`` named ``targets[c]``;
     outcomes that are not finite (a window running past the data) are left out, and
-    ``mae`` and ``coverage`` are None where none is left.
+    ``mae`` and ``coverage`` are None where none is left. With ``smape`` each row
+    also has ``smape`` (see :func:`smape`).
     """
     actual = np.asarray(actual, dtype=np.float64)
     if actual.shape != pred.point.shape:
@@ -99,19 +101,31 @@ def score(
             point = pred.point[ok, h - 1, c]
             inside = (pred.lower[ok, h - 1, c] <= y) & (y <= pred.upper[ok, h - 1, c])
             n = len(y)
-            rows.append(
-                {
-                    "task": task,
-                    "target": target,
-                    "horizon": h,
-                    "model": model,
-                    "kind": kind,
-                    "mae": float(np.abs(point - y).mean()) if n else None,
-                    "coverage": float(inside.mean()) if n else None,
-                    "n": n,
-                }
-            )
+            row: dict[str, Any] = {
+                "task": task,
+                "target": target,
+                "horizon": h,
+                "model": model,
+                "kind": kind,
+                "mae": float(np.abs(point - y).mean()) if n else None,
+            }
+            if smape:
+                row["smape"] = _smape(point, y) if n else None
+            row["coverage"] = float(inside.mean()) if n else None
+            row["n"] = n
+            rows.append(row)
     return rows
+
+
+def _smape(point: np.ndarray, actual: np.ndarray) -> float:
+    """Mean of ``2|y - ŷ| / (|y| + |ŷ|)`` (0 where both are 0); from 0 to 2.
+
+    >>> _smape(np.array([1.0, 0.0, 0.0]), np.array([3.0, 0.0, 2.0]))
+    1.0
+    """
+    den = np.abs(actual) + np.abs(point)
+    num = 2.0 * np.abs(actual - point)
+    return float(np.divide(num, den, out=np.zeros_like(num), where=den > 0).mean())
 
 
 def verdict(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -277,7 +291,11 @@ def _num(v: float | None, fmt: str | None = None) -> str:
 
 
 def to_markdown(report: Mapping[str, Any]) -> str:
-    """One table per task and horizon (rows: forecasters; columns: MAE and coverage per target)."""
+    """One table per task and horizon (rows: forecasters; columns: MAE and coverage per target).
+
+    Rows with ``smape`` add an sMAPE column; rows with ``coverage_raw`` show the
+    coverage as ``calibrated (raw)``.
+    """
     results = report["results"]
     verdicts = report.get("verdict") or verdict(results)
     lines: list[str] = []
@@ -295,26 +313,36 @@ def to_markdown(report: Mapping[str, Any]) -> str:
         counts = sorted({r["n"] for r in rows})
         n_text = str(counts[0]) if len(counts) == 1 else ", ".join(map(str, counts))
         lines += [f"### {task}, horizon {horizon} (n = {n_text} forecasts)", ""]
+        with_smape = any("smape" in r for r in rows)
+        with_raw = any("coverage_raw" in r for r in rows)
+        per_target = ["MAE", *(["sMAPE"] if with_smape else []), "cov"]
         head = ["forecaster", "kind"]
         for t in targets:
-            head += [f"{t} MAE", f"{t} cov"]
+            head += [f"{t} {m}" for m in per_target]
         lines.append("| " + " | ".join(head) + " |")
-        lines.append("|---|---|" + "---:|---:|" * len(targets))
+        lines.append("|---|---|" + "---:|" * len(per_target) * len(targets))
         for model, kind in names:
             out = [model, kind]
             for t in targets:
                 r = cell.get((model, t))
                 if r is None:
-                    out += ["", ""]
+                    out += [""] * len(per_target)
                     continue
                 mark = " *" if best.get(t) == model else ""
-                out += [_num(r["mae"]) + mark, _num(r["coverage"], ".3f")]
+                out.append(_num(r["mae"]) + mark)
+                if with_smape:
+                    out.append(_num(r.get("smape"), ".3f"))
+                cov = _num(r["coverage"], ".3f")
+                if with_raw:
+                    cov += f" ({_num(r.get('coverage_raw'), '.3f')})"
+                out.append(cov)
             lines.append("| " + " | ".join(out) + " |")
-        lines += [
-            "",
-            "`*` best baseline for that target; cov = share of outcomes in the interval.",
-            "",
-        ]
+        note = "`*` best baseline for that target; cov = share of outcomes in the interval"
+        if with_raw:
+            note += " (online-calibrated; the model's own interval in brackets)"
+        if with_smape:
+            note += "; sMAPE = mean of 2|y - ŷ| / (|y| + |ŷ|), from 0 to 2"
+        lines += ["", note + ".", ""]
         for model, kind in names:
             if kind != "model":
                 continue

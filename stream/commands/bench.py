@@ -1,9 +1,12 @@
 """``reqcast bench``: benchmarks that write their figures to files.
 
 ``bench accuracy`` is the walk-forward accuracy of LSTM and DLinear against the
-baselines (:mod:`trainer.backtest`). ``bench stream`` (streaming throughput and
-latency) lives in :mod:`stream.bench_stream`, which provides ``add_parser(p)``
-and ``run(args)`` like a command module; it is registered when it imports.
+baselines: of the next request (``--task next_request``, the default,
+:mod:`trainer.backtest`) or of the load per time bin at several horizons
+(``--task load``, :mod:`trainer.backtest_load`). ``bench stream`` (streaming throughput and
+latency) lives in :mod:`stream.bench_stream` and ``bench swap`` (hot-swap pause and
+refit time) in :mod:`stream.bench_swap`; each provides ``add_parser(p)`` and
+``run(args)`` like a command module and is registered when it imports.
 """
 
 from __future__ import annotations
@@ -18,13 +21,16 @@ from typing import Any
 from predictor.errors import ConfigError
 from stream.cliutil import add_flag, add_trace_flags
 from stream.commands._trace import load_from_args
-from trainer.backtest import BacktestConfig, next_request_backtest, to_markdown
+from trainer.backtest import NEXT_REQUEST, BacktestConfig, next_request_backtest, to_markdown
+from trainer.backtest_load import LOAD, LoadBacktestConfig, load_backtest, load_markdown
 from trainer.device import DEVICES
 
 log = logging.getLogger(__name__)
 
 #: the module that provides ``reqcast bench stream``
 STREAM_MODULE = "stream.bench_stream"
+#: the module that provides ``reqcast bench swap``
+SWAP_MODULE = "stream.bench_swap"
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -32,49 +38,59 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     sub.required = True
     acc = sub.add_parser(
         "accuracy",
-        help="walk-forward next-request accuracy of the models against the baselines",
+        help="walk-forward accuracy (next request, or load per bin) against the baselines",
         description="Train on the first part of each stream, then forecast every later "
-        "request from the rows before it; MAE and interval coverage per quantity.",
+        "request (--task next_request) or every later bin at several horizons (--task load) "
+        "from what came before it only; MAE and interval coverage per quantity (and sMAPE "
+        "for load, whose intervals are calibrated online as the service does).",
     )
     add_accuracy_flags(acc)
     acc.set_defaults(_bench_run=run_accuracy)
-    _add_stream(sub)
+    _add_module(
+        sub, "stream", STREAM_MODULE, "streaming throughput and latency against a bare Kafka echo"
+    )
+    _add_module(sub, "swap", SWAP_MODULE, "hot-swap pause while refitting, and refit time")
 
 
 def run(args: argparse.Namespace) -> int:
     return int(args._bench_run(args) or 0)
 
 
-def _add_stream(sub: Any) -> None:
-    """Register ``bench stream`` from :data:`STREAM_MODULE` when it is there."""
+def _add_module(sub: Any, name: str, module_name: str, help: str) -> None:
+    """Register ``bench <name>`` from ``module_name`` when it is there."""
     try:
-        module = importlib.import_module(STREAM_MODULE)
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name == STREAM_MODULE:
-            return  # not written yet: no ``bench stream``
+        if exc.name == module_name:
+            return  # not written yet: no ``bench <name>``
         reason = str(exc)
     except ImportError as exc:
         reason = str(exc)
     else:
-        p = sub.add_parser(
-            "stream", help="streaming throughput and latency against a bare Kafka echo"
-        )
+        p = sub.add_parser(name, help=help)
         module.add_parser(p)
         p.set_defaults(_bench_run=module.run)
         return
-    # present but broken: keep ``bench accuracy`` usable and say why ``bench stream`` is not
-    p = sub.add_parser("stream", help=f"unavailable: {reason}")
+    # present but broken: keep the other benchmarks usable and say why this one is not
+    p = sub.add_parser(name, help=f"unavailable: {reason}")
     p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
 
     def unavailable(_: argparse.Namespace) -> int:
-        raise ConfigError(f"bench stream is unavailable: {reason}")
+        raise ConfigError(f"bench {name} is unavailable: {reason}")
 
     p.set_defaults(_bench_run=unavailable)
 
 
 def add_accuracy_flags(p: argparse.ArgumentParser) -> None:
     add_trace_flags(p)
-    d = BacktestConfig()
+    d, dl = BacktestConfig(), LoadBacktestConfig()
+    add_flag(
+        p,
+        "--task",
+        default=NEXT_REQUEST,
+        choices=[NEXT_REQUEST, LOAD],
+        help="what to forecast: the next request of each stream, or the load per time bin",
+    )
     add_flag(
         p,
         "--train-fraction",
@@ -83,18 +99,56 @@ def add_accuracy_flags(p: argparse.ArgumentParser) -> None:
         help="leading share of each stream that trains the models; the rest is forecast",
     )
     add_flag(p, "--models", nargs="+", default=list(d.models), help="models to train")
-    add_flag(p, "--seq-len", type=int, default=d.seq_len, help="requests in each input window")
-    add_flag(p, "--epochs", type=int, default=d.epochs, help="maximum epochs (early stopping)")
-    add_flag(p, "--batch-size", type=int, default=d.batch_size, help="training batch size")
+    add_flag(
+        p,
+        "--seq-len",
+        type=int,
+        help=f"input window: requests (default {d.seq_len}) or bins for --task load "
+        f"(default {dl.seq_len})",
+    )
+    add_flag(
+        p,
+        "--epochs",
+        type=int,
+        help=f"maximum epochs, early stopping (default {d.epochs}; load {dl.epochs})",
+    )
+    add_flag(
+        p,
+        "--batch-size",
+        type=int,
+        help=f"training batch size (default {d.batch_size}; load {dl.batch_size})",
+    )
     add_flag(
         p,
         "--stream-key",
-        default=d.stream_key,
         choices=["model", "none"],
-        help="one sequence per model, or one for all",
+        help=f"one sequence per model, or one for all (default {d.stream_key}; load "
+        f"{dl.stream_key}: all traffic as one load series)",
+    )
+    add_flag(p, "--bin-s", type=float, default=dl.bin_s, help="load: bin size in seconds")
+    add_flag(
+        p,
+        "--horizons",
+        type=int,
+        nargs="+",
+        default=list(dl.horizons),
+        help="load: horizons to score, in bins (the networks forecast up to the largest)",
+    )
+    add_flag(p, "--patience", type=int, default=dl.patience, help="load: early-stopping patience")
+    add_flag(
+        p,
+        "--no-ets",
+        action="store_true",
+        help="load: leave out the AutoETS baseline even when statsforecast is installed",
     )
     add_flag(p, "--seed", type=int, default=d.seed, help="random seed (training, synthetic trace)")
     add_flag(p, "--device", default=d.device, choices=list(DEVICES), help="training device")
+    add_flag(
+        p,
+        "--torch-threads",
+        type=int,
+        help="CPU threads for torch (default: torch's own; 1 is much faster on busy shared cores)",
+    )
     add_flag(
         p,
         "--synthetic-rows",
@@ -102,26 +156,61 @@ def add_accuracy_flags(p: argparse.ArgumentParser) -> None:
         default=20_000,
         help="rows of the synthetic trace used without --data-path",
     )
+    add_flag(
+        p,
+        "--rate-scale",
+        type=float,
+        default=1.0,
+        help="multiply the synthetic trace's mean rate (0.27 requests/s)",
+    )
     # output paths take no environment fallback: REQCAST_JSON is ``train --json``'s switch
     add_flag(p, "--json", help="write the results as JSON to this file", env=False)
     add_flag(p, "--markdown", help="also write the markdown table to this file", env=False)
     add_flag(p, "--no-progress", action="store_true", help="no progress bars")
 
 
+def _config(args: argparse.Namespace) -> BacktestConfig | LoadBacktestConfig:
+    """The task's config from the flags; unset flags take the task's defaults."""
+    common = {
+        "models": tuple(args.models),
+        "train_fraction": args.train_fraction,
+        "seed": args.seed,
+        "device": args.device,
+    }
+    for flag in ("seq_len", "epochs", "batch_size", "stream_key"):
+        if getattr(args, flag) is not None:
+            common[flag] = getattr(args, flag)
+    if args.task == LOAD:
+        return LoadBacktestConfig(
+            bin_s=args.bin_s,
+            horizons=tuple(args.horizons),
+            patience=args.patience,
+            ets=not args.no_ets,
+            **common,
+        )
+    return BacktestConfig(**common)
+
+
 def run_accuracy(args: argparse.Namespace) -> int:
-    cfg = BacktestConfig(
-        models=tuple(args.models),
-        train_fraction=args.train_fraction,
-        seq_len=args.seq_len,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        stream_key=args.stream_key,
-        seed=args.seed,
-        device=args.device,
+    cfg = _config(args)
+    if args.torch_threads is not None:
+        if args.torch_threads < 1:
+            raise ConfigError(f"--torch-threads must be at least 1, got {args.torch_threads}")
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    df, load, source = load_from_args(
+        args,
+        synth_rows=args.synthetic_rows,
+        synth_seed=args.seed,
+        synth_rate_scale=args.rate_scale,
     )
-    df, load, source = load_from_args(args, synth_rows=args.synthetic_rows, synth_seed=args.seed)
-    log.info("bench accuracy: %s, %d rows", source, len(df))
-    report = next_request_backtest(df, cfg, progress=not args.no_progress)
+    log.info("bench accuracy (%s): %s, %d rows", args.task, source, len(df))
+    progress = not args.no_progress
+    if isinstance(cfg, LoadBacktestConfig):
+        report = load_backtest(df, cfg, progress=progress)
+    else:
+        report = next_request_backtest(df, cfg, progress=progress)
     report["task_config"] = {
         "data_path": args.data_path,
         "source": source,
@@ -129,9 +218,10 @@ def run_accuracy(args: argparse.Namespace) -> int:
         "columns": load.columns,
         "time_unit": load.time_unit,
         "drop_failed": bool(args.drop_failed),
+        "torch_threads": args.torch_threads,
         **report["task_config"],
     }
-    table = to_markdown(report)
+    table = load_markdown(report) if args.task == LOAD else to_markdown(report)
     print(table, end="")
     if args.json:
         _write(args.json, json.dumps(report, indent=2) + "\n")

@@ -27,6 +27,7 @@ from predictor.models import (
     Prediction,
     RollingMean,
     RollingMedian,
+    ets,
     rolling_predict,
 )
 from predictor.models.dlinear import DLinear, MovingAverage, SeriesDecomposition
@@ -84,6 +85,8 @@ FACTORIES: dict[str, Callable[[int, int], Forecaster]] = {
     "rolling_median": lambda h, seed: RollingMedian(k=SEQ_LEN, horizon=h, channels=C),
     "ewma": lambda h, seed: EWMA(alpha=0.3, seq_len=SEQ_LEN, horizon=h, channels=C),
 }
+if ets.available():  # the optional ``ets`` extra
+    FACTORIES["auto_ets"] = lambda h, seed: ets.AutoETS(horizon=h, channels=C, seq_len=SEQ_LEN)
 NEURAL = ("lstm", "dlinear")
 HORIZONS = (1, 3)
 

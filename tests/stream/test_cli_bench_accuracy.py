@@ -79,3 +79,18 @@ def test_bench_stream_hook(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "stream.bench_stream", fake)
     assert main(["bench", "stream", "--rate", "7"]) == 0
     assert seen == [7]
+
+
+def test_bench_accuracy_load_task(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, md = tmp_path / "load.json", tmp_path / "load.md"
+    argv = ["bench", "accuracy", "--task", "load", "--bin-s", "60", "--horizons", "1", "3"]
+    argv += ["--synthetic-rows", "3000", "--rate-scale", "0.5", "--no-ets", *TINY]
+    assert main([*argv, "--json", str(out), "--markdown", str(md)]) == 0
+    report = json.loads(out.read_text())
+    tc = report["task_config"]
+    assert (tc["task"], tc["bin_s"], tc["horizons"], tc["seq_len"]) == ("load", 60.0, [1, 3], 8)
+    assert tc["stream_key"] == "none" and "rate x0.5" in tc["source"]
+    assert {r["horizon"] for r in report["results"]} == {1, 3}
+    assert all(r["task"] == "load" and "smape" in r for r in report["results"])
+    table = capsys.readouterr().out
+    assert table == md.read_text() and "### load, horizon 3" in table

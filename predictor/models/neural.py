@@ -1,0 +1,176 @@
+"""Trained networks behind the :class:`~predictor.models.base.Forecaster` interface.
+
+A :class:`NeuralForecaster` owns a torch module (DLinear or LSTM), the scaler
+fitted on its training split, and its interval calibration. Inputs are raw
+windows; the module sees ``log1p`` values standardised by the scaler and emits
+quantiles in that space, which are mapped back to raw units.
+
+Interval calibration (split conformal, CQR): after training, the distance by
+which validation outcomes fall outside the raw quantile band is measured per
+horizon and quantity; the band is widened (or narrowed) by the 80th percentile
+of that score so that about 80 % of held-out outcomes fall inside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from predictor.errors import ConfigError
+from predictor.features import Scaler, from_log, to_log
+from predictor.models.base import QUANTILES, Prediction
+from predictor.models.dlinear import DLinear
+from predictor.models.lstm import LSTMNet
+
+ARCHITECTURES = ("lstm", "dlinear")
+
+
+@dataclass(frozen=True)
+class NeuralSpec:
+    """Everything needed to rebuild a network before its weights are loaded."""
+
+    arch: str
+    seq_len: int
+    horizon: int = 1
+    channels: int = 3
+    quantiles: tuple[float, ...] = QUANTILES
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "arch": self.arch,
+            "seq_len": self.seq_len,
+            "horizon": self.horizon,
+            "channels": self.channels,
+            "quantiles": list(self.quantiles),
+            "params": dict(self.params),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NeuralSpec:
+        return cls(
+            arch=str(data["arch"]),
+            seq_len=int(data["seq_len"]),
+            horizon=int(data["horizon"]),
+            channels=int(data["channels"]),
+            quantiles=tuple(float(q) for q in data["quantiles"]),
+            params=dict(data.get("params", {})),
+        )
+
+
+class WindowNorm(nn.Module):
+    """Per-window level normalisation around a network: ``[B, L, C] -> [B, H, C, Q]``.
+
+    The window's level (its median, or mean, per channel over time) is
+    subtracted before the network and added back to every output, so the
+    network forecasts the deviation from the recent level. With ``median`` in
+    log space that level is exactly the rolling-median forecast, which the
+    network then has to improve on. ``none`` passes the window through.
+    """
+
+    def __init__(self, net: nn.Module, mode: str = "median") -> None:
+        super().__init__()
+        if mode not in ("median", "mean", "none"):
+            raise ConfigError(f"unknown window normalisation {mode!r}")
+        self.net, self.mode = net, mode
+        if mode != "none":
+            # start from "the forecast is the recent level": output layers begin at zero
+            for layer in net.modules():
+                if isinstance(layer, nn.Linear) and getattr(layer, "is_output", False):
+                    nn.init.zeros_(layer.weight)
+                    nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mode == "none":
+            return self.net(x)
+        if self.mode == "median":
+            level = x.median(dim=1, keepdim=True).values  # [B, 1, C]
+        else:
+            level = x.mean(dim=1, keepdim=True)  # [B, 1, C]
+        out = self.net(x - level)  # [B, H, C, Q]
+        return out + level.unsqueeze(-1)  # [B, 1, C, 1] broadcasts over H and Q
+
+
+def build_module(spec: NeuralSpec) -> nn.Module:
+    """A freshly initialised network for ``spec`` (seed torch first for repeatability)."""
+    return WindowNorm(_build_net(spec), str(spec.params.get("norm", "median")))
+
+
+def _build_net(spec: NeuralSpec) -> nn.Module:
+    q = len(spec.quantiles)
+    if spec.arch == "dlinear":
+        return DLinear(
+            spec.seq_len,
+            spec.horizon,
+            spec.channels,
+            n_quantiles=q,
+            kernel_size=int(spec.params.get("kernel_size", 25)),
+            individual=bool(spec.params.get("individual", False)),
+        )
+    if spec.arch == "lstm":
+        return LSTMNet(
+            spec.seq_len,
+            spec.horizon,
+            spec.channels,
+            n_quantiles=q,
+            hidden_size=int(spec.params.get("hidden_size", 64)),
+            num_layers=int(spec.params.get("num_layers", 2)),
+            dropout=float(spec.params.get("dropout", 0.1)),
+        )
+    raise ConfigError(f"unknown model {spec.arch!r}; choose from {', '.join(ARCHITECTURES)}")
+
+
+class NeuralForecaster:
+    """A trained network plus its scaler and calibration, forecasting from raw windows."""
+
+    kind = "model"
+
+    def __init__(
+        self,
+        spec: NeuralSpec,
+        module: nn.Module,
+        scaler: Scaler,
+        calibration: np.ndarray | None = None,
+        confidence: float | None = None,
+        device: str = "cpu",
+    ) -> None:
+        self.spec = spec
+        self.name = spec.arch
+        self.seq_len, self.horizon, self.channels = spec.seq_len, spec.horizon, spec.channels
+        self.scaler = scaler
+        self.calibration = (
+            np.zeros((spec.horizon, spec.channels)) if calibration is None else calibration
+        )
+        #: fraction of held-out outcomes inside the interval (see README "Confidence")
+        self.confidence = confidence
+        self.device = torch.device(device)
+        self.module = module.to(self.device).eval()
+
+    def raw_quantiles(self, windows: np.ndarray) -> np.ndarray:
+        """Uncalibrated quantiles in scaled log space, ``[B, H, C, Q]``."""
+        x = self.scaler.transform(to_log(windows)).astype(np.float32)  # [B, L, C]
+        with torch.inference_mode():
+            out = self.module(torch.from_numpy(x).to(self.device))
+        return out.float().cpu().numpy().astype(np.float64)
+
+    def predict(self, windows: np.ndarray) -> Prediction:
+        q = self.raw_quantiles(windows)  # [B, H, C, Q]
+        mid = len(self.spec.quantiles) // 2
+        lo = q[..., 0] - self.calibration
+        hi = q[..., -1] + self.calibration
+        point = q[..., mid]
+        lo, hi = np.minimum(lo, point), np.maximum(hi, point)
+
+        def back(v: np.ndarray) -> np.ndarray:
+            return from_log(self.scaler.inverse(v))
+
+        return Prediction(back(point), back(lo), back(hi))
+
+    def to(self, device: str) -> NeuralForecaster:
+        self.device = torch.device(device)
+        self.module.to(self.device)
+        return self

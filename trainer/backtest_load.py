@@ -1,0 +1,336 @@
+"""Walk-forward accuracy of load forecasts against the baselines, with online intervals.
+
+The load task: each stream of the trace is binned into requests/s, request
+tokens/s and response tokens/s per bin (:func:`predictor.streams.load_series`;
+every stream spans the trace's time range). The first ``train_fraction`` of the
+bins of every stream train the networks (all heads together, forecasting the
+longest scored horizon). Then, for every bin ``t`` from the last training bin
+to the last but one, each forecaster forecasts bins ``t+1 .. t+H`` from bins
+``<= t`` only (windows reach back into the training bins, so no padding is
+needed once the head is longer than ``seq_len``). Each scored horizon ``h`` is
+scored on every forecast whose target bin ``t+h`` is in the trace, pooled over
+streams: MAE, sMAPE (:func:`trainer.backtest._smape`), interval coverage, n.
+
+Intervals are calibrated online, as the service does
+(:mod:`stream.load_stream`): one :class:`~predictor.calibration.OnlineConformal`
+per forecaster, keyed by quantity and horizon and pooled over streams; the
+interval published at ``t`` is widened by the current widening, and once bin
+``t+h`` is known the forecaster's own interval of that forecast is scored into
+the buffer. The same applies to the baselines, so coverage compares like with
+like; ``coverage`` is the calibrated interval's and ``coverage_raw`` the
+forecaster's own (for the networks that already includes their offline
+split-conformal widening).
+
+Baselines: persistence (``last_value``), moving means over 6 and 30 bins,
+the moving median over 30 bins, EWMA (alpha 0.3 over 30 bins) and, when
+``statsforecast`` is importable, AutoETS (:mod:`predictor.models.ets`). The
+median is there because MAE rewards the median: on bursty traffic with many
+empty bins a forecast near 0 scores a low MAE, and only a median baseline
+shows whether a network does better than that.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from predictor.calibration import OnlineConformal, widen_interval
+from predictor.errors import ConfigError, TrainingError
+from predictor.load import LOAD_QUANTITIES
+from predictor.models import ets
+from predictor.models.base import NOMINAL_COVERAGE, Forecaster, Prediction, rolling_predict
+from predictor.models.baselines import EWMA, LastValue, RollingMean, RollingMedian
+from predictor.streams import STREAM_KEYS, load_series
+from trainer.backtest import score, to_markdown, verdict
+from trainer.offline import check_models
+from trainer.train import TrainConfig, train_forecaster
+
+log = logging.getLogger(__name__)
+
+LOAD = "load"
+
+
+@dataclass(frozen=True)
+class LoadBacktestConfig:
+    """How the load walk-forward bins, splits, trains, forecasts and calibrates."""
+
+    bin_s: float = 60.0
+    horizons: tuple[int, ...] = (1, 6, 30)
+    models: tuple[str, ...] = ("lstm", "dlinear")
+    train_fraction: float = 0.6
+    #: input window of the networks, in bins
+    seq_len: int = 48
+    epochs: int = 40
+    batch_size: int = 32
+    patience: int = 8
+    #: fraction of the training head held out for early stopping and offline calibration
+    val_fraction: float = 0.2
+    #: ``none`` (one stream for all traffic) by default: the service's load streams
+    #: follow ``--stream-key`` too, and per-model load is often too sparse to bin finely
+    stream_key: str = "none"
+    seed: int = 0
+    device: str = "auto"
+    #: online conformal buffer (scores kept) and the scores needed before it widens
+    conformal_size: int = 500
+    conformal_min_count: int = 20
+    #: AutoETS baseline when statsforecast is importable
+    ets: bool = True
+    ets_window: int = 500
+    ets_refit_every: int = 50
+
+    def __post_init__(self) -> None:
+        check_models(self.models)
+        if not self.bin_s > 0:
+            raise ConfigError(f"bin size must be positive, got {self.bin_s}")
+        if not self.horizons or min(self.horizons) < 1:
+            raise ConfigError(f"horizons must be whole bins >= 1, got {list(self.horizons)}")
+        if not 0.0 < self.train_fraction < 1.0:
+            raise ConfigError(f"train fraction must be in (0, 1), got {self.train_fraction}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ConfigError(f"validation fraction must be in (0, 1), got {self.val_fraction}")
+        if self.stream_key not in STREAM_KEYS:
+            raise ConfigError(f"unknown stream key {self.stream_key!r}")
+        for name in ("seq_len", "epochs", "batch_size", "patience", "conformal_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        object.__setattr__(self, "horizons", tuple(sorted(set(self.horizons))))
+
+    @property
+    def horizon(self) -> int:
+        """The longest scored horizon, which the networks are trained for."""
+        return max(self.horizons)
+
+
+def load_baselines(horizon: int, channels: int = 3) -> list[Forecaster]:
+    """Persistence, means over 6 and 30 bins, median over 30, EWMA: the flat load baselines."""
+    return [
+        LastValue(horizon, channels),
+        RollingMean(6, horizon, channels),
+        RollingMean(30, horizon, channels),
+        RollingMedian(30, horizon, channels),
+        EWMA(0.3, 30, horizon, channels),
+    ]
+
+
+def split_load(df: pd.DataFrame, cfg: LoadBacktestConfig) -> dict[str, tuple[np.ndarray, int]]:
+    """Each stream's bins ``[B, 3]`` and its cut (bins ``< cut`` may train)."""
+    out = {}
+    for name, s in load_series(df, cfg.stream_key, cfg.bin_s).items():
+        cut = int(len(s) * cfg.train_fraction)
+        if 1 <= cut < len(s) - 1:
+            out[name] = (s, cut)
+    return out
+
+
+def outcomes(series: np.ndarray, start: int, horizon: int) -> np.ndarray:
+    """Bins ``t+1 .. t+H`` for every origin ``t`` in ``start .. N-2``, NaN past the end.
+
+    >>> outcomes(np.arange(4.0)[:, None], 1, 2)[..., 0].tolist()
+    [[2.0, 3.0], [3.0, nan]]
+    """
+    n, c = series.shape
+    origins = np.arange(start, n - 1)
+    idx = origins[:, None] + np.arange(1, horizon + 1)[None, :]  # [T, H]
+    out = np.full((len(origins), horizon, c), np.nan)
+    ok = idx < n
+    out[ok] = series[idx[ok]]
+    return out
+
+
+def raw_forecasts(fc: Any, series: np.ndarray, start: int) -> Prediction:
+    """Forecasts ``[T, H, C]`` after every bin ``start .. N-2`` from bins up to it only."""
+    custom = getattr(fc, "rolling_predict", None)
+    pred = custom(series, start) if custom is not None else rolling_predict(fc, series, start)
+    t = len(series) - 1 - start  # the forecast after the last bin has no outcome
+    return Prediction(pred.point[:t], pred.lower[:t], pred.upper[:t])
+
+
+def calibrate_online(
+    name: str,
+    parts: Sequence[tuple[np.ndarray, int, Prediction]],
+    horizons: Sequence[int],
+    conformal: OnlineConformal,
+) -> list[Prediction]:
+    """The published (calibrated) intervals of ``name``'s forecasts, replayed in time order.
+
+    ``parts`` holds per stream its bins, first origin and raw forecasts. At each bin
+    ``t`` (streams in turn) the forecasts that targeted ``t`` are scored into
+    ``conformal`` first, then the forecast made at ``t`` is widened by the current
+    widening. Horizons not in ``horizons`` keep their raw interval.
+    """
+    lowers = [p.lower.copy() for _, _, p in parts]
+    uppers = [p.upper.copy() for _, _, p in parts]
+    first = min(start for _, start, _ in parts)
+    last = max(start + len(p) for _, start, p in parts)
+    for t in range(first, last):
+        for k, (series, start, pred) in enumerate(parts):
+            i = t - start
+            if not 0 <= i < len(pred):
+                continue
+            for h in horizons:  # bin t is known: score the forecasts that targeted it
+                j = i - h
+                if j < 0:
+                    continue
+                for c, q in enumerate(LOAD_QUANTITIES):
+                    conformal.update(
+                        (name, q, h),
+                        series[t, c : c + 1],
+                        pred.lower[j, h - 1, c : c + 1],
+                        pred.upper[j, h - 1, c : c + 1],
+                    )
+            for h in horizons:
+                w = np.array([conformal.widen((name, q, h)) for q in LOAD_QUANTITIES])
+                lo, hi = widen_interval(
+                    pred.point[i, h - 1], pred.lower[i, h - 1], pred.upper[i, h - 1], w
+                )
+                lowers[k][i, h - 1], uppers[k][i, h - 1] = lo, hi
+    return [
+        Prediction(p.point, lo, hi) for (_, _, p), lo, hi in zip(parts, lowers, uppers, strict=True)
+    ]
+
+
+def evaluate(
+    fc: Any,
+    streams: Mapping[str, tuple[np.ndarray, int]],
+    cfg: LoadBacktestConfig,
+) -> list[dict[str, Any]]:
+    """Walk ``fc`` forward over every stream's test bins and score it per quantity and horizon."""
+    started = time.perf_counter()
+    parts = []
+    for series, cut in streams.values():
+        parts.append((series, cut - 1, raw_forecasts(fc, series, cut - 1)))
+    conformal = OnlineConformal(cfg.conformal_size, cfg.conformal_min_count)
+    calibrated = calibrate_online(fc.name, parts, cfg.horizons, conformal)
+
+    def pooled(preds: Sequence[Prediction]) -> Prediction:
+        return Prediction(
+            *(np.concatenate([getattr(p, f) for p in preds]) for f in ("point", "lower", "upper"))
+        )
+
+    actual = np.concatenate([outcomes(s, start, cfg.horizon) for s, start, _ in parts])
+    common = {"task": LOAD, "model": fc.name, "kind": fc.kind}
+    cal = score(pooled(calibrated), actual, LOAD_QUANTITIES, cfg.horizons, smape=True, **common)
+    raw = score(pooled([p for _, _, p in parts]), actual, LOAD_QUANTITIES, cfg.horizons, **common)
+    rows = []
+    for c_row, r_row in zip(cal, raw, strict=True):
+        n = c_row.pop("n")
+        rows.append({**c_row, "coverage_raw": r_row["coverage"], "n": n})
+    log.info("%s: walk-forward and scoring in %.1fs", fc.name, time.perf_counter() - started)
+    return rows
+
+
+def train_on_heads(
+    streams: Mapping[str, tuple[np.ndarray, int]], cfg: LoadBacktestConfig, progress: bool = False
+) -> tuple[list[Forecaster], dict[str, dict[str, Any]]]:
+    """One network per model, trained on the streams' training bins only; and a summary."""
+    heads = [s[:cut] for s, cut in streams.values()]
+    models: list[Forecaster] = []
+    info: dict[str, dict[str, Any]] = {}
+    for name in cfg.models:
+        tc = TrainConfig(
+            model=name,
+            seq_len=cfg.seq_len,
+            horizon=cfg.horizon,
+            epochs=cfg.epochs,
+            batch_size=cfg.batch_size,
+            patience=cfg.patience,
+            val_fraction=cfg.val_fraction,
+            device=cfg.device,
+            seed=cfg.seed,
+        )
+        try:
+            result = train_forecaster(heads, tc, progress=progress)
+        except TrainingError as exc:
+            longest = max(len(h) for h in heads)
+            raise TrainingError(
+                f"load backtest: {longest} training bins of {cfg.bin_s:g}s per stream at "
+                f"horizon {cfg.horizon}: {exc} (here rows are bins: use more data, a smaller "
+                "--bin-s or --seq-len, or a larger --train-fraction)"
+            ) from exc
+        models.append(result.forecaster)
+        info[name] = {
+            "device": result.device,
+            "epochs_run": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "train_windows": result.n_train,
+            "val_windows": result.n_val,
+            "duration_s": round(result.duration_s, 2),
+            "confidence": result.forecaster.confidence,
+        }
+        log.info("%s: trained %d epochs in %.1fs", name, result.epochs_run, result.duration_s)
+    return models, info
+
+
+def load_backtest(
+    df: pd.DataFrame, cfg: LoadBacktestConfig, progress: bool = False
+) -> dict[str, Any]:
+    """Train on the heads, forecast the tails; ``{"task_config", "results", "verdict"}``."""
+    streams = split_load(df, cfg)
+    if not streams:
+        raise ConfigError(
+            f"no stream of {len(df)} rows spans enough {cfg.bin_s:g}s bins to both train and "
+            f"forecast at train fraction {cfg.train_fraction}"
+        )
+    notes: list[str] = []
+    models, training = train_on_heads(streams, cfg, progress)
+    forecasters: list[Any] = [*models, *load_baselines(cfg.horizon)]
+    if not cfg.ets:
+        notes.append("AutoETS baseline switched off (--no-ets)")
+    elif ets.available():
+        forecasters.append(
+            ets.AutoETS(cfg.horizon, 3, seq_len=cfg.ets_window, refit_every=cfg.ets_refit_every)
+        )
+    else:
+        notes.append("AutoETS baseline skipped: statsforecast is not installed (extra 'ets')")
+    results: list[dict[str, Any]] = []
+    for fc in forecasters:
+        results += evaluate(fc, streams, cfg)
+        if getattr(fc, "failures", 0):
+            notes.append(f"{fc.name}: {fc.failures} windows could not be fitted (persistence used)")
+    parts = list(streams.values())
+    task_config = {
+        "task": LOAD,
+        **asdict(cfg),
+        "horizons": list(cfg.horizons),
+        "models": list(cfg.models),
+        "rows": len(df),
+        "quantities": list(LOAD_QUANTITIES),
+        "baselines": [fc.name for fc in forecasters if fc.kind == "baseline"],
+        "nominal_coverage": round(NOMINAL_COVERAGE, 6),
+        "calibration": "online conformal per forecaster, quantity and horizon (all forecasters); "
+        "coverage_raw is the forecaster's own interval",
+        "streams": {
+            name: {"bins": len(s), "train_bins": cut, "forecasts": len(s) - cut}
+            for name, (s, cut) in streams.items()
+        },
+        "forecasts": sum(len(s) - cut for s, cut in parts),
+        "training": training,
+        "notes": notes,
+    }
+    return {"task_config": task_config, "results": results, "verdict": verdict(results)}
+
+
+def load_markdown(report: Mapping[str, Any]) -> str:
+    """A short preamble (bins, split, notes) and one table per horizon."""
+    tc = report.get("task_config", {})
+    lines = []
+    if tc:
+        lines += [
+            f"## Load forecasts, {tc['bin_s']:g} s bins, horizons {tc['horizons']} bins",
+            "",
+            f"{tc['forecasts']:,} forecast origins after {tc['train_fraction']:.0%} of "
+            f"{len(tc['streams'])} stream(s) trained {', '.join(tc['models'])} "
+            f"(seq_len {tc['seq_len']} bins, up to {tc['epochs']} epochs); "
+            "intervals calibrated online for every forecaster.",
+            "",
+        ]
+        lines += [f"- note: {n}" for n in tc.get("notes", [])]
+        if tc.get("notes"):
+            lines.append("")
+    return "\n".join(lines) + to_markdown(report)
