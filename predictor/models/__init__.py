@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
-from predictor.models.base import NOMINAL_COVERAGE, QUANTILES, Forecaster, Prediction, rolling_predict
-from predictor.models.baselines import EWMA, LastValue, RollingMean, RollingMedian, default_baselines
+from predictor.models.base import (
+    NOMINAL_COVERAGE,
+    QUANTILES,
+    Forecaster,
+    Prediction,
+    rolling_predict,
+)
+from predictor.models.baselines import (
+    EWMA,
+    LastValue,
+    RollingMean,
+    RollingMedian,
+    default_baselines,
+)
 from predictor.models.neural import ARCHITECTURES, NeuralForecaster, NeuralSpec, build_module
 
 __all__ = [

@@ -94,7 +94,9 @@ class EWMA(_Baseline):
         return np.einsum("blc,l->bc", windows, weights)
 
 
-def default_baselines(horizon: int = 1, channels: int = 3, windows: tuple[int, ...] = (10, 50)) -> list[_Baseline]:
+def default_baselines(
+    horizon: int = 1, channels: int = 3, windows: tuple[int, ...] = (10, 50)
+) -> list[_Baseline]:
     """The baseline set the accuracy benchmark compares against."""
     out: list[_Baseline] = [LastValue(horizon, channels)]
     for k in windows:
