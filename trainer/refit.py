@@ -111,8 +111,11 @@ class RefitWorker:
         slots: dict[str, ModelSlot[Forecaster]],
         metrics: RefitMetrics,
         publish: Callable[[ArtifactInfo], None] | None = None,
+        max_refits: int | None = None,
     ) -> None:
         self.config, self.slots, self.metrics, self.publish = config, slots, metrics, publish
+        #: the scheduled loop ends after this many refits (``reqcast trainer --max-refits``)
+        self.max_refits = max_refits
         self.buffer = RecentEvents(config.window_events, config.stream_key)
         self.decisions: list[Decision] = []
         self.refits = 0
@@ -139,12 +142,17 @@ class RefitWorker:
         if self._thread.is_alive():
             self._thread.join(timeout_s)
 
+    @property
+    def finished(self) -> bool:
+        """True once the scheduled loop has ended (stopped, or ``max_refits`` done)."""
+        return self._thread.ident is not None and not self._thread.is_alive()
+
     def _loop(self) -> None:
         every_s = self.config.every_s
         while not self._stop.is_set():
             timeout = None if not every_s else max(0.0, self._last + every_s - time.monotonic())
             self._due.wait(timeout)
-            if self._stop.is_set():
+            if self._stop.is_set() or (self.max_refits and self.refits >= self.max_refits):
                 return
             self._due.clear()
             if len(self.buffer) < self.config.min_events:

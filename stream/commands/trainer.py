@@ -84,7 +84,11 @@ def run(args: argparse.Namespace) -> int:
     slots = load_slots(args.model_dir, args.models, metrics)
     config = refit_config(args)
     worker = RefitWorker(
-        config, slots, metrics, publish=ModelPublisher(KafkaSink(kafka), args.model_topic)
+        config,
+        slots,
+        metrics,
+        publish=ModelPublisher(KafkaSink(kafka), args.model_topic),
+        max_refits=args.max_refits,
     )
 
     def on_assign(partitions: list[int]) -> None:
@@ -123,7 +127,9 @@ def run(args: argparse.Namespace) -> int:
                 for r in records:
                     offsets[r.partition] = max(offsets.get(r.partition, 0), r.offset + 1)
                 source.commit(offsets)
-            if args.max_refits and len(worker.decisions) >= args.max_refits * len(config.models):
+            if args.max_refits and (
+                worker.finished or len(worker.decisions) >= args.max_refits * len(config.models)
+            ):
                 break
     finally:
         worker.stop()
