@@ -118,6 +118,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         g, "--train-device", default="cpu", choices=["auto", "cpu", "cuda"], help="refit device"
     )
     add_flag(g, "--batch-max", type=int, default=500, help="most events per micro-batch")
+    add_flag(
+        g,
+        "--refit-in-process",
+        action="store_true",
+        help="train in a thread of the serving process instead of a child process (as serve's flag)",
+    )
     add_flag(g, "--bootstrap-servers", help="serve over this Kafka cluster instead of in process")
     g = p.add_argument_group("refit time")
     add_flag(
@@ -293,6 +299,7 @@ def swap_pause(args: argparse.Namespace) -> dict[str, Any]:
             device=args.train_device,
             tolerance=args.guard_tolerance,
             seed=args.seed,
+            isolate=not args.refit_in_process,
         )
         worker: TimedRefitWorker | VersionLoader
         if args.swap_mode == "load":

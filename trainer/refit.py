@@ -13,11 +13,16 @@ error retries on the CPU with half the batch.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, cast
@@ -65,6 +70,25 @@ class RefitConfig:
     stream_key: str = "model"
     seed: int = 0
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: train in a child process at lower priority, so training never holds the serving
+    #: process's interpreter lock or starves its threads (the CLI turns this on)
+    isolate: bool = False
+    child_threads: int = 1
+
+
+def _child_init(threads: int) -> None:
+    """Training process setup: lower priority than serving, few threads."""
+    import torch
+
+    with contextlib.suppress(OSError):
+        os.nice(10)
+    torch.set_num_threads(max(1, threads))
+
+
+def _fit_in_child(train: list[np.ndarray], cfg: TrainConfig) -> TrainResult:
+    result = train_forecaster(train, cfg, progress=False)
+    result.forecaster.to("cpu")  # a CUDA tensor must not cross back to a parent without CUDA
+    return result
 
 
 class RecentEvents:
@@ -124,6 +148,7 @@ class RefitWorker:
         self._due = threading.Event()
         self._stop = threading.Event()
         self._busy = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
         self._thread = threading.Thread(target=self._loop, name="refit", daemon=True)
 
     # called from the serving loop: cheap, never blocks on training
@@ -141,6 +166,8 @@ class RefitWorker:
         self._due.set()
         if self._thread.is_alive():
             self._thread.join(timeout_s)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def finished(self) -> bool:
@@ -197,7 +224,7 @@ class RefitWorker:
             params=dict(c.params.get(model, {})),
         )
         try:
-            result = train_forecaster(train, cfg, progress=False)
+            result = self._fit(train, cfg)
         except RuntimeError as exc:
             if not is_cuda_oom(exc):
                 raise
@@ -206,13 +233,28 @@ class RefitWorker:
                 "CUDA out of memory refitting %s: retrying on cpu with batch %d", model, smaller
             )
             self.metrics.swaps.labels(model, "retried", "cuda_oom").inc()
-            result = train_forecaster(
-                train, replace(cfg, device="cpu", batch_size=smaller), progress=False
-            )
+            result = self._fit(train, replace(cfg, device="cpu", batch_size=smaller))
         self.metrics.training_duration.labels(model, result.device).observe(result.duration_s)
         self.metrics.training_device.labels(model).info({"device": result.device})
         result.forecaster.to("cpu")  # serving runs where the slot's models run
         return result
+
+    def _fit(self, train: list[np.ndarray], cfg: TrainConfig) -> TrainResult:
+        """Train here, or in the worker's child process when the config isolates training."""
+        if not self.config.isolate:
+            return train_forecaster(train, cfg, progress=False)
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_child_init,
+                initargs=(self.config.child_threads,),
+            )
+        try:
+            return self._pool.submit(_fit_in_child, train, cfg).result()
+        except BrokenProcessPool as exc:
+            self._pool = None
+            raise TrainingError(f"the training process died: {exc}") from exc
 
     def _seq_len(self, model: str) -> int:
         cur = self.slots[model].current() if model in self.slots else None
@@ -249,15 +291,14 @@ class RefitWorker:
                 version=version,
                 extra=extra,
             )
-            if slot.offer(challenger, version, info.meta):
+            # the model-dir watcher may have installed this very artifact first: still ours
+            if slot.offer(challenger, version, info.meta) or slot.version == version:
                 self.metrics.model_version.labels(model, "next_request").set(version)
                 self.metrics.last_swap.labels(model).set(time.time())
                 if self.publish is not None:
                     try:
                         self.publish(info)
-                    except (
-                        Exception
-                    ) as exc:  # the local swap stands; other instances catch up from the dir
+                    except Exception as exc:  # the local swap stands; others catch up from the dir
                         log.warning("publishing %s failed: %s", info.path.name, exc)
             else:
                 decision = Decision(

@@ -18,6 +18,12 @@ def add_refit_flags(
 ) -> None:
     add_flag(
         p,
+        "--refit-in-process",
+        action="store_true",
+        help="train in a thread of this process instead of a lower-priority child process",
+    )
+    add_flag(
+        p,
         "--no-refit",
         action="store_true",
         help="do not refit in this process (e.g. when a separate `reqcast trainer` runs)",
@@ -84,4 +90,5 @@ def refit_config(args: argparse.Namespace) -> RefitConfig:
         device=args.train_device,
         stream_key=args.stream_key,
         seq_len=getattr(args, "seq_len", None) or 64,
+        isolate=not args.refit_in_process,
     )
