@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
 import tempfile
 import threading
@@ -321,6 +322,23 @@ def test_refit_without_models_accepts_first_versions(tmp_path: Path, metrics: Me
     ]
     assert {m: s.version for m, s in slots.items()} == {"lstm": 1, "dlinear": 1}
     assert [a.version for a in list_artifacts(tmp_path / "empty")] == [1, 1]
+
+
+def test_isolated_refit_trains_in_a_child_process(tmp_path: Path, metrics: Metrics) -> None:
+    slots: dict[str, ModelSlot[Forecaster]] = {m: ModelSlot(m) for m in MODELS}
+    worker = RefitWorker(_config(tmp_path / "iso", isolate=True), slots, metrics)
+    try:
+        worker.observe(_events(1500, seed=5))
+        decisions = worker.refit_once()
+        assert worker._pool is not None  # the training ran in the worker's child process
+        child = worker._pool.submit(os.getpid).result()
+        assert child != os.getpid()
+    finally:
+        worker.stop()
+    assert all(d.accepted for d in decisions)
+    assert {m: s.version for m, s in slots.items()} == {"lstm": 1, "dlinear": 1}
+    lstm = slots["lstm"].current()
+    assert lstm is not None and next(lstm.forecaster.module.parameters()).device.type == "cpu"
 
 
 def test_refit_keeps_the_champion_when_the_guard_says_worse(
