@@ -5,7 +5,8 @@ update the rolling window of each stream -> one batched forward pass per model
 -> publish forecasts -> flush (wait for the broker's acknowledgement) -> commit
 the input offsets. Offsets are committed only after every forecast and dead
 letter of the batch is acknowledged, so a crash replays, never loses, events.
-Broker errors are retried with exponential backoff; the loop never dies on them.
+Broker errors are retried with exponential backoff (a failed commit is left to the next
+batch's commit); the loop never dies on them.
 
 Models are read from their :class:`~predictor.slot.ModelSlot` once per batch,
 so a hot swap lands between batches and every forecast names its version.
@@ -422,12 +423,25 @@ class ForecastService:
         for rec in records:
             if rec.timestamp_ms:
                 self.metrics.latency.observe(max(0.0, acked - rec.timestamp_ms / 1000.0))
-        self._retry("commit", lambda: self.source.commit(offsets), stop)
+        self._commit(offsets)
         self.stats.batches += 1
         self.metrics.batch_size.observe(len(records))
         if self.on_batch:
             self.on_batch(self, messages)
         return len(records)
+
+    def _commit(self, offsets: dict[int, int]) -> None:
+        """Commit once, never in a loop: the Kafka client already retries what is retriable
+        inside ``commit``, and what comes out of it (a member the group moved on from after a
+        batch that outlasted ``max.poll.interval.ms``, say) only clears in the next poll, which
+        rejoins the group. Skipping a commit is safe: the batch's forecasts are acknowledged,
+        and its events come again from the last commit (at least once)."""
+        try:
+            self.source.commit(offsets)
+        except BrokerError as exc:
+            self.metrics.broker_up.set(0)
+            self.metrics.broker_errors.labels("commit").inc()
+            log.warning("commit failed, this batch may be delivered again: %s", exc)
 
     def run(
         self, stop: threading.Event, max_events: int | None = None, idle_exit_s: float | None = None
