@@ -234,15 +234,7 @@ def train_on_heads(
         )
         result = train_forecaster(heads, tc, progress=progress)
         models.append(result.forecaster)
-        info[name] = {
-            "device": result.device,
-            "epochs_run": result.epochs_run,
-            "best_epoch": result.best_epoch,
-            "train_windows": result.n_train,
-            "val_windows": result.n_val,
-            "duration_s": round(result.duration_s, 2),
-            "confidence": result.forecaster.confidence,
-        }
+        info[name] = result.summary()
     return models, info
 
 

@@ -254,15 +254,7 @@ def train_on_heads(
                 "--bin-s or --seq-len, or a larger --train-fraction)"
             ) from exc
         models.append(result.forecaster)
-        info[name] = {
-            "device": result.device,
-            "epochs_run": result.epochs_run,
-            "best_epoch": result.best_epoch,
-            "train_windows": result.n_train,
-            "val_windows": result.n_val,
-            "duration_s": round(result.duration_s, 2),
-            "confidence": result.forecaster.confidence,
-        }
+        info[name] = result.summary()
         log.info("%s: trained %d epochs in %.1fs", name, result.epochs_run, result.duration_s)
     return models, info
 

@@ -68,6 +68,18 @@ class TrainResult:
     n_val: int
     val_metrics: dict[str, Any]
 
+    def summary(self) -> dict[str, Any]:
+        """The short form benchmarks report per model."""
+        return {
+            "device": self.device,
+            "epochs_run": self.epochs_run,
+            "best_epoch": self.best_epoch,
+            "train_windows": self.n_train,
+            "val_windows": self.n_val,
+            "duration_s": round(self.duration_s, 2),
+            "confidence": self.forecaster.confidence,
+        }
+
     def metadata(self) -> dict[str, Any]:
         """The training part of the artifact metadata."""
         return {
