@@ -2,7 +2,8 @@
 
 End to end (BurstGPT sample plus malformed events -> forecasts, dead letters and
 metrics that agree), a SIGKILL and restart in the same group, two instances sharing
-the partitions, and a broker outage through a proxy that is cut and restored. The
+the partitions (one of them stalled past its session timeout, SIGSTOP, must rejoin),
+and a broker outage through a proxy that is cut and restored. The
 forecast and dead-letter topics are read back with plain kafka-python consumers
 (manual assignment, from the beginning); a forecast is identified by its source
 ``(partition, offset)`` and ``model``, so duplicates after a restart can be told apart.
@@ -148,9 +149,8 @@ def _slow_forecasts(samples: dict[Any, float], above_s: str = "2.5") -> float:
     return total - fast
 
 
-def _all_forecast(
-    reader: TopicReader, sources: list[tuple[int, int]]
-) -> Callable[[list[Any]], bool]:
+def _all_forecast(sources: list[tuple[int, int]]) -> Callable[[list[Any]], bool]:
+    """Whether forecast records hold every published forecast of every one of ``sources``."""
     need = {(p, o, m) for p, o in sources for m in PUBLISHED}
 
     def done(records: list[Any]) -> bool:
@@ -234,7 +234,7 @@ def test_end_to_end_forecasts_dead_letters_and_metrics(
     dlq_reader = _reader(readers, kafka_config, dlq)
     with services(tmp_path, kafka_config.bootstrap_servers, model_dir) as svc:
         serve = svc.start("e2e", topic_name, out, f"g-{topic_name}")
-        forecasts_reader.read_until(_all_forecast(forecasts_reader, list(events)), 60, idle_s=0.5)
+        forecasts_reader.read_until(_all_forecast(list(events)), 60, idle_s=0.5)
         dlq_reader.read_until(lambda r: len(r) >= len(MALFORMED), timeout_s=10, idle_s=0.3)
         samples = serve.metrics()
         assert serve.alive()
@@ -283,12 +283,12 @@ def test_end_to_end_forecasts_dead_letters_and_metrics(
         assert len(dlq_reader.records) == len(MALFORMED)
         assert sorted(letters) == sorted(bad)
         dead_letter_schema = _validator("dead_letter")
-        for pos, (key, raw, reason) in bad.items():
+        for pos, (sent_key, raw, reason) in bad.items():
             got_key, letter = letters[pos]
             dead_letter_schema.validate(letter)
             assert letter["error"] == reason, (raw, letter)
             assert letter["raw"] == raw.decode()
-            assert got_key == key
+            assert got_key == sent_key
 
         # the metrics agree with the topics
         by_model = Counter(f["model"] for f in forecasts)
@@ -352,7 +352,7 @@ def test_sigkill_and_restart_loses_no_event(
         inputs.read_until(lambda r: len(r) >= len(events), timeout_s=20)
         sources = [(m.partition, m.offset) for m in inputs.records]
         assert len(sources) == len(events)
-        forecasts.read_until(_all_forecast(forecasts, sources), timeout_s=60, idle_s=0.5)
+        forecasts.read_until(_all_forecast(sources), timeout_s=60, idle_s=0.5)
         assert second.alive()
 
         values = forecasts.values()
@@ -522,7 +522,7 @@ def test_broker_outage_loses_no_event(
         inputs.read_until(lambda r: len(r) >= len(events), timeout_s=30)
         sources = [(m.partition, m.offset) for m in inputs.records]
         assert len(sources) == len(events), "the replay's producer lost events in the outage"
-        forecasts.read_until(_all_forecast(forecasts, sources), timeout_s=60, idle_s=0.5)
+        forecasts.read_until(_all_forecast(sources), timeout_s=60, idle_s=0.5)
         after = serve.metrics()
         assert serve.alive()
         assert missing_forecasts(forecasts.values(), sources) == []
