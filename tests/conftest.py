@@ -108,14 +108,26 @@ def _start_container() -> Any | None:
             from testcontainers.community.kafka import KafkaContainer
         except ImportError:
             from testcontainers.kafka import KafkaContainer
-        return KafkaContainer().with_kraft().start()
+        # the tests' consumers use 3 s session timeouts (tansu rebalances on them); Apache
+        # Kafka refuses anything under group.min.session.timeout.ms, 6 s by default
+        container = (
+            KafkaContainer()
+            .with_kraft()
+            .with_env("KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS", "1000")
+            .with_env("KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS", "0")
+        )
+        return container.start()
     except Exception:
         return None
 
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``host:port`` of a Kafka-protocol broker for the whole session."""
+    """``host:port`` of a Kafka-protocol broker for the whole session.
+
+    A broker given by ``KAFKA_BOOTSTRAP_SERVERS`` must accept 3 s consumer session
+    timeouts (Apache Kafka: ``group.min.session.timeout.ms`` at most 3000).
+    """
     address = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if address:
         yield address
