@@ -38,8 +38,10 @@ peak RSS
 memory (``--memory-check``)
     a fresh serve process handles ``--memory-events`` events (produced as fast as
     possible while it consumes); its resident set size is read from
-    ``/proc/self/statm`` after ``--memory-baseline`` events (default 100,000), at
-    every further multiple of it and at the end. The default of 300,000 events keeps
+    ``/proc/self/statm`` after every batch; the figure after ``--memory-baseline``
+    events (default 100,000), at every further multiple of it and at the end is the
+    median over the last 21 batches (one reading can catch the allocator still holding
+    a batch's freed buffers, which is noise of +-5 % here, not growth). The default of 300,000 events keeps
     the check to a few minutes on a small machine (serve handles a few thousand events
     a second there); the design's target is set at ``--memory-events 1000000``.
 
@@ -70,6 +72,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -95,6 +98,8 @@ GROUP_SETTINGS: dict[str, int] = {
 }
 #: fetch wait of the measuring consumer (tansu holds a fetch for part of it even with data)
 MEASURE_FETCH_WAIT_MS = 10
+#: the memory check's RSS figure is the median over this many batches before its checkpoint
+RSS_WINDOW_BATCHES = 21
 #: models served when ``--models`` is not given
 DEFAULT_MODELS = ("lstm", "dlinear")
 TARGET_THROUGHPUT_RATIO = 0.7
@@ -687,7 +692,14 @@ def _memory_check(args: argparse.Namespace, kafka: Any, topics: _Topics) -> dict
         "events_at_end": at_end["events"],
         "growth": growth,
         "events_per_s": res["events"] / max(res["t_last_ack"] - res["t_first_poll"], 1e-9),
-        "samples": [{"events": s["events"], "rss_mb": s["rss_bytes"] / 2**20} for s in samples],
+        "samples": [
+            {
+                "events": s["events"],
+                "rss_mb": s["rss_bytes"] / 2**20,
+                "rss_mb_now": s["rss_bytes_now"] / 2**20,
+            }
+            for s in samples
+        ],
     }
 
 
@@ -893,6 +905,7 @@ class _Clock:
         self.next_checkpoint = checkpoint_every or 0
         self.checkpoints: list[dict[str, int]] = []
         self.spent: dict[str, float] = {}
+        self.recent_rss: deque[int] = deque(maxlen=RSS_WINDOW_BATCHES)
 
     def spend(self, what: str, seconds: float) -> None:
         if self.first_poll is not None:
@@ -904,14 +917,25 @@ class _Clock:
 
     def acked(self, events: int) -> None:
         self.last_ack = time.time()
-        if self.every and events >= self.next_checkpoint:
-            self.checkpoints.append({"events": events, "rss_bytes": _rss_bytes()})
-            while self.next_checkpoint <= events:
-                self.next_checkpoint += self.every
+        if self.every:
+            self.recent_rss.append(_rss_bytes())
+            if events >= self.next_checkpoint:
+                self.checkpoint(events)
+                while self.next_checkpoint <= events:
+                    self.next_checkpoint += self.every
+
+    def checkpoint(self, events: int) -> None:
+        """RSS now, and the median of the last batches' (a single reading may catch the
+        allocator holding a batch's freed buffers; the median is what the check uses)."""
+        now = _rss_bytes()
+        recent = sorted(self.recent_rss or [now])
+        self.checkpoints.append(
+            {"events": events, "rss_bytes": recent[len(recent) // 2], "rss_bytes_now": now}
+        )
 
     def result(self, events: int, outputs: int, batches: int) -> dict[str, Any]:
         if self.every and (not self.checkpoints or self.checkpoints[-1]["events"] != events):
-            self.checkpoints.append({"events": events, "rss_bytes": _rss_bytes()})
+            self.checkpoint(events)
         return {
             "events": events,
             "outputs": outputs,
