@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import importlib.util
 import json
 import logging
@@ -697,6 +698,7 @@ def _memory_check(args: argparse.Namespace, kafka: Any, topics: _Topics) -> dict
                 "events": s["events"],
                 "rss_mb": s["rss_bytes"] / 2**20,
                 "rss_mb_now": s["rss_bytes_now"] / 2**20,
+                "python_objects": s["python_objects"],
             }
             for s in samples
         ],
@@ -930,7 +932,13 @@ class _Clock:
         now = _rss_bytes()
         recent = sorted(self.recent_rss or [now])
         self.checkpoints.append(
-            {"events": events, "rss_bytes": recent[len(recent) // 2], "rss_bytes_now": now}
+            {
+                "events": events,
+                "rss_bytes": recent[len(recent) // 2],
+                "rss_bytes_now": now,
+                # constant while RSS grows: the growth is not Python objects piling up
+                "python_objects": len(gc.get_objects()),
+            }
         )
 
     def result(self, events: int, outputs: int, batches: int) -> dict[str, Any]:
