@@ -936,7 +936,8 @@ class _Clock:
                 "events": events,
                 "rss_bytes": recent[len(recent) // 2],
                 "rss_bytes_now": now,
-                # constant while RSS grows: the growth is not Python objects piling up
+                # objects the garbage collector tracks (containers, not bytes or floats):
+                # a count that grows with the events points at a leak of Python objects
                 "python_objects": len(gc.get_objects()),
             }
         )
