@@ -239,6 +239,7 @@ def _transport(args: argparse.Namespace, topic: str) -> tuple[Source, Sink, Sink
         broker.create_topic(topic, 1)
         return broker.source(topic, "bench-swap"), broker.sink(), broker.sink(), "in process", []
     from stream.kafka_admin import ensure_topics, wait_for_broker
+    from stream.kafka_batch import BatchKafkaSink
     from stream.kafka_io import KafkaConfig, KafkaSink, KafkaSource
 
     kafka = KafkaConfig.from_args(args)
@@ -252,7 +253,7 @@ def _transport(args: argparse.Namespace, topic: str) -> tuple[Source, Sink, Sink
         session_timeout_ms=3000,
         heartbeat_interval_ms=1000,
     )
-    sink, replay_sink = KafkaSink(kafka), KafkaSink(kafka)
+    sink, replay_sink = BatchKafkaSink(kafka), KafkaSink(kafka)
     return (
         source,
         sink,

@@ -176,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     publish: Sink
     if args.bootstrap_servers:
         from stream.kafka_admin import ensure_topics
+        from stream.kafka_batch import BatchKafkaSink
         from stream.kafka_io import KafkaConfig, KafkaSink, KafkaSource
 
         kafka = KafkaConfig.from_args(args)
@@ -183,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
             kafka, {config.input_topic: 1, config.output_topic: 1, config.dead_letter_topic: 1}
         )
         publish = KafkaSink(kafka)
-        sink = TeeSink(KafkaSink(kafka), files)
+        sink = TeeSink(BatchKafkaSink(kafka), files)
         source = KafkaSource(
             kafka,
             config.input_topic,

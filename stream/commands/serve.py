@@ -163,7 +163,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from stream.kafka_admin import ensure_topics, read_before, wait_for_broker
-    from stream.kafka_io import KafkaConfig, KafkaSink, KafkaSource
+    from stream.kafka_batch import BatchKafkaSink
+    from stream.kafka_io import KafkaConfig, KafkaSource
     from stream.models import have_models, load_slots
     from stream.service import ForecastService
     from trainer.device import resolve_device
@@ -183,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     serve_metrics(args.metrics_port, metrics.registry)
     stop = threading.Event()
     stop_on_signals(stop)
-    sink = KafkaSink(kafka)
+    sink = BatchKafkaSink(kafka)
     holder: dict[str, ForecastService] = {}
 
     def on_assign(partitions: list[int]) -> None:
