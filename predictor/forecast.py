@@ -8,7 +8,9 @@ over many forecasts, about ``confidence`` of actual values land inside.
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,3 +69,83 @@ class NextRequestForecast:
             "warm": self.warm,
             "produced_at": self.produced_at_s or time.time(),
         }
+
+
+#: :meth:`NextRequestForecast.to_dict` as ``json.dumps`` writes it, with the values left
+#: open: the serving loop fills it in for every event (about a third of the cost of
+#: building the dict and encoding it)
+_NEXT_REQUEST_JSON = (
+    '{"kind": "next_request", "stream": %s, "model": %s, "model_version": %d, '
+    '"source": {"partition": %d, "offset": %d}, "event_timestamp": %r, "timestamp": %r, '
+    '"gap_s": %r, "request_tokens": %r, "response_tokens": %r, '
+    '"interval": {"timestamp": [%r, %r], "gap_s": [%r, %r], "request_tokens": [%r, %r], '
+    '"response_tokens": [%r, %r]}, "nominal_coverage": 0.8, "confidence": %s, '
+    '"warm": %s, "produced_at": %r}'
+)
+
+
+class NextRequestEncoder:
+    """The JSON bytes of many next-request forecasts of one model and batch, fast.
+
+    ``encode`` gives the same bytes as ``json.dumps(NextRequestForecast(...).to_dict())``
+    for finite values (the caller sends the others through ``to_dict``).
+
+    >>> import json
+    >>> enc = NextRequestEncoder("lstm", 3, 0.81, produced_at_s=5.0)
+    >>> raw = enc.encode("ChatGPT", 100.0, 0, 42, (1.5, 20.0, 7.0), (0.5, 1.0, 2.0), (3.0, 90.0, 9.0), True)
+    >>> f = NextRequestForecast("ChatGPT", "lstm", 3, 100.0, 1.5, (0.5, 3.0), 20.0, (1.0, 90.0),
+    ...                         7.0, (2.0, 9.0), 0.81, True, 0, 42, 5.0)
+    >>> raw == json.dumps(f.to_dict()).encode()
+    True
+    """
+
+    def __init__(
+        self, model: str, version: int, confidence: float | None, produced_at_s: float
+    ) -> None:
+        self._model = json.dumps(model)
+        self._version = version
+        self._confidence = json.dumps(confidence)
+        self._produced_at = produced_at_s
+        self._streams: dict[str, str] = {}
+
+    def encode(
+        self,
+        stream: str,
+        event_timestamp_s: float,
+        partition: int,
+        offset: int,
+        point: Sequence[float],
+        lower: Sequence[float],
+        upper: Sequence[float],
+        warm: bool,
+    ) -> bytes:
+        name = self._streams.get(stream)
+        if name is None:
+            name = self._streams[stream] = json.dumps(stream)
+        ts = event_timestamp_s
+        return (
+            _NEXT_REQUEST_JSON
+            % (
+                name,
+                self._model,
+                self._version,
+                partition,
+                offset,
+                ts,
+                ts + point[0],
+                point[0],
+                point[1],
+                point[2],
+                ts + lower[0],
+                ts + upper[0],
+                lower[0],
+                upper[0],
+                lower[1],
+                upper[1],
+                lower[2],
+                upper[2],
+                self._confidence,
+                "true" if warm else "false",
+                self._produced_at,
+            )
+        ).encode()

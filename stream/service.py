@@ -28,7 +28,7 @@ from predictor.calibration import OnlineConformal, widen_interval
 from predictor.errors import BrokerError, InvalidEvent
 from predictor.events import RequestEvent, decode_event
 from predictor.features import QUANTITIES
-from predictor.forecast import NextRequestForecast
+from predictor.forecast import NextRequestEncoder, NextRequestForecast
 from predictor.models.base import Forecaster
 from predictor.scoring import RollingScores
 from predictor.slot import ModelSlot
@@ -280,27 +280,36 @@ class ForecastService:
             # Python floats and bools once per batch: indexing numpy per value costs more
             point, lower, upper = out.point.tolist(), out.lower.tolist(), out.upper.tolist()
             warm = out.warm.tolist()
+            finite = np.isfinite(out.point).all(axis=1) & np.isfinite(out.lower).all(axis=1)
+            finite &= np.isfinite(out.upper).all(axis=1)
+            encoder = NextRequestEncoder(name, out.version, conf, now)
             for j, i in enumerate(order):
                 ev, rec = valid[i]
                 p, lo, hi = point[j], lower[j], upper[j]
-                f = NextRequestForecast(
-                    stream=names[i],
-                    model=name,
-                    model_version=out.version,
-                    event_timestamp_s=ev.timestamp_s,
-                    gap_s=p[0],
-                    gap_interval_s=(lo[0], hi[0]),
-                    request_tokens=p[1],
-                    request_tokens_interval=(lo[1], hi[1]),
-                    response_tokens=p[2],
-                    response_tokens_interval=(lo[2], hi[2]),
-                    confidence=conf,
-                    warm=bool(warm[j]),
-                    source_partition=rec.partition,
-                    source_offset=rec.offset,
-                    produced_at_s=now,
-                )
-                messages.append((topic, keys[names[i]], _encode_json(f.to_dict()).encode()))
+                if finite[j]:
+                    raw = encoder.encode(
+                        names[i], ev.timestamp_s, rec.partition, rec.offset, p, lo, hi, warm[j]
+                    )
+                else:  # JSON has no NaN: to_dict keeps what json.dumps makes of it
+                    f = NextRequestForecast(
+                        stream=names[i],
+                        model=name,
+                        model_version=out.version,
+                        event_timestamp_s=ev.timestamp_s,
+                        gap_s=p[0],
+                        gap_interval_s=(lo[0], hi[0]),
+                        request_tokens=p[1],
+                        request_tokens_interval=(lo[1], hi[1]),
+                        response_tokens=p[2],
+                        response_tokens_interval=(lo[2], hi[2]),
+                        confidence=conf,
+                        warm=bool(warm[j]),
+                        source_partition=rec.partition,
+                        source_offset=rec.offset,
+                        produced_at_s=now,
+                    )
+                    raw = _encode_json(f.to_dict()).encode()
+                messages.append((topic, keys[names[i]], raw))
             self.metrics.forecasts.labels(name, "next_request").inc(len(order))
             self.stats.forecasts[name] = self.stats.forecasts.get(name, 0) + len(order)
             for k, stream in enumerate(streams):

@@ -221,7 +221,7 @@ class RefitWorker:
             patience=c.patience,
             device=resolve_device(c.device),
             seed=c.seed + self.refits,
-            params=dict(c.params.get(model, {})),
+            params=self._params(model),
         )
         try:
             result = self._fit(train, cfg)
@@ -255,6 +255,13 @@ class RefitWorker:
         except BrokenProcessPool as exc:
             self._pool = None
             raise TrainingError(f"the training process died: {exc}") from exc
+
+    def _params(self, model: str) -> dict[str, Any]:
+        """The serving network's architecture (so a refit is comparable), then the config's."""
+        cur = self.slots[model].current() if model in self.slots else None
+        spec = getattr(cur.forecaster, "spec", None) if cur is not None else None
+        serving = dict(spec.params) if spec is not None else {}
+        return {**serving, **self.config.params.get(model, {})}
 
     def _seq_len(self, model: str) -> int:
         cur = self.slots[model].current() if model in self.slots else None

@@ -28,7 +28,7 @@ from tqdm import tqdm
 from predictor.errors import TrainingError
 from predictor.features import Scaler, make_windows, to_log
 from predictor.models.base import NOMINAL_COVERAGE, QUANTILES
-from predictor.models.neural import NeuralForecaster, NeuralSpec, build_module
+from predictor.models.neural import NeuralForecaster, NeuralSpec, build_module, default_params
 from trainer.device import resolve_device
 
 
@@ -185,7 +185,12 @@ def train_forecaster(
     rng = np.random.default_rng(cfg.seed)
     x_tr, y_tr, x_va, y_va, scaler = _split(series, cfg)
     spec = NeuralSpec(
-        cfg.model, cfg.seq_len, cfg.horizon, x_tr.shape[-1], QUANTILES, dict(cfg.params)
+        cfg.model,
+        cfg.seq_len,
+        cfg.horizon,
+        x_tr.shape[-1],
+        QUANTILES,
+        default_params(cfg.model, cfg.params),
     )
     module = build_module(spec).to(device)
     q = torch.tensor(QUANTILES, device=device)

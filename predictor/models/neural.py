@@ -29,6 +29,26 @@ from predictor.models.lstm import LSTMNet
 ARCHITECTURES = ("lstm", "dlinear")
 
 
+#: architecture settings of newly trained networks (each artifact records its own). The
+#: LSTM is small on purpose: it forecasts every event while serving, and one layer of 32
+#: costs about an eighth of two layers of 64 per window (``reqcast bench stream``)
+DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
+    "lstm": {"hidden_size": 32, "num_layers": 1, "dropout": 0.1, "norm": "median"},
+    "dlinear": {"kernel_size": 25, "individual": False, "norm": "median"},
+}
+#: what a spec without a setting means: the settings of artifacts written before every
+#: artifact recorded its own
+_IMPLIED_PARAMS: dict[str, dict[str, Any]] = {
+    "lstm": {"hidden_size": 64, "num_layers": 2, "dropout": 0.1},
+    "dlinear": {"kernel_size": 25, "individual": False},
+}
+
+
+def default_params(arch: str, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The settings a new ``arch`` network is trained with, ``overrides`` applied."""
+    return {**DEFAULT_PARAMS.get(arch, {}), **(overrides or {})}
+
+
 @dataclass(frozen=True)
 class NeuralSpec:
     """Everything needed to rebuild a network before its weights are loaded."""
@@ -100,6 +120,10 @@ def build_module(spec: NeuralSpec) -> nn.Module:
     return WindowNorm(_build_net(spec), str(spec.params.get("norm", "median")))
 
 
+def _param(spec: NeuralSpec, name: str) -> Any:
+    return spec.params.get(name, _IMPLIED_PARAMS[spec.arch][name])
+
+
 def _build_net(spec: NeuralSpec) -> nn.Module:
     q = len(spec.quantiles)
     if spec.arch == "dlinear":
@@ -108,8 +132,8 @@ def _build_net(spec: NeuralSpec) -> nn.Module:
             spec.horizon,
             spec.channels,
             n_quantiles=q,
-            kernel_size=int(spec.params.get("kernel_size", 25)),
-            individual=bool(spec.params.get("individual", False)),
+            kernel_size=int(_param(spec, "kernel_size")),
+            individual=bool(_param(spec, "individual")),
         )
     if spec.arch == "lstm":
         return LSTMNet(
@@ -117,9 +141,9 @@ def _build_net(spec: NeuralSpec) -> nn.Module:
             spec.horizon,
             spec.channels,
             n_quantiles=q,
-            hidden_size=int(spec.params.get("hidden_size", 64)),
-            num_layers=int(spec.params.get("num_layers", 2)),
-            dropout=float(spec.params.get("dropout", 0.1)),
+            hidden_size=int(_param(spec, "hidden_size")),
+            num_layers=int(_param(spec, "num_layers")),
+            dropout=float(_param(spec, "dropout")),
         )
     raise ConfigError(f"unknown model {spec.arch!r}; choose from {', '.join(ARCHITECTURES)}")
 

@@ -62,7 +62,9 @@ def test_writes_land_where_kafka_producer_puts_them(
     finally:
         producer.close()
     keyed = [r for r in got if r.key is not None]
-    topic_of = {r: topic_name if json.loads(r.value)["id"] % 3 else topic_name + ".other" for r in keyed}
+    topic_of = {
+        r: topic_name if json.loads(r.value)["id"] % 3 else topic_name + ".other" for r in keyed
+    }
     assert all(r.partition == expected[(topic_of[r], r.key)] for r in keyed)
     # per partition, the records keep the order they were sent in
     by_partition: dict[tuple[str, int], list[int]] = {}
