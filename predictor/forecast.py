@@ -71,34 +71,37 @@ class NextRequestForecast:
         }
 
 
-#: :meth:`NextRequestForecast.to_dict` as ``json.dumps`` writes it, with the values left
-#: open: the serving loop fills it in for every event (about a third of the cost of
-#: building the dict and encoding it)
+#: the wire form of :meth:`NextRequestForecast.to_dict` with the values left open, for the
+#: serving loop: times with microseconds, gaps and token counts with six significant
+#: digits (far below any forecast's error; ``repr`` of every float would cost more than
+#: the rest of the message)
 _NEXT_REQUEST_JSON = (
     '{"kind": "next_request", "stream": %s, "model": %s, "model_version": %d, '
-    '"source": {"partition": %d, "offset": %d}, "event_timestamp": %r, "timestamp": %r, '
-    '"gap_s": %r, "request_tokens": %r, "response_tokens": %r, '
-    '"interval": {"timestamp": [%r, %r], "gap_s": [%r, %r], "request_tokens": [%r, %r], '
-    '"response_tokens": [%r, %r]}, "nominal_coverage": 0.8, "confidence": %s, '
-    '"warm": %s, "produced_at": %r}'
+    '"source": {"partition": %d, "offset": %d}, "event_timestamp": %.6f, "timestamp": %.6f, '
+    '"gap_s": %.6g, "request_tokens": %.6g, "response_tokens": %.6g, '
+    '"interval": {"timestamp": [%.6f, %.6f], "gap_s": [%.6g, %.6g], '
+    '"request_tokens": [%.6g, %.6g], "response_tokens": [%.6g, %.6g]}, '
+    '"nominal_coverage": 0.8, "confidence": %s, "warm": %s, "produced_at": %.6f}'
 )
 
 
 class NextRequestEncoder:
     """The JSON bytes of many next-request forecasts of one model and batch, fast.
 
-    ``encode`` gives the same bytes as ``json.dumps(NextRequestForecast(...).to_dict())``
-    for finite values (the caller sends the others through ``to_dict``).
+    ``encode`` gives the message :meth:`NextRequestForecast.to_dict` describes, rounded
+    as above; values must be finite (the caller sends others through ``to_dict``).
 
-    >>> import json
+    >>> import json, math
     >>> enc = NextRequestEncoder("lstm", 3, 0.81, produced_at_s=5.0)
-    >>> raw = enc.encode("ChatGPT", 100.0, 0, 42, (1.5, 20.0, 7.0), (0.5, 1.0, 2.0), (3.0, 90.0, 9.0), True)
-    >>> f = NextRequestForecast("ChatGPT", "lstm", 3, 100.0, 1.5, (0.5, 3.0), 20.0, (1.0, 90.0),
-    ...                         7.0, (2.0, 9.0), 0.81, True, 0, 42, 5.0)
-    >>> raw == json.dumps(f.to_dict()).encode()
+    >>> raw = enc.encode("ChatGPT", 1.7e9, 0, 42, (1.5, 20.25, 7.0), (0.5, 1.0, 2.0),
+    ...                  (3.0, 90.0, 9.0), True)
+    >>> raw[:81]
+    b'{"kind": "next_request", "stream": "ChatGPT", "model": "lstm", "model_version": 3'
+    >>> f = NextRequestForecast("ChatGPT", "lstm", 3, 1.7e9, 1.5, (0.5, 3.0), 20.25,
+    ...                         (1.0, 90.0), 7.0, (2.0, 9.0), 0.81, True, 0, 42, 5.0)
+    >>> json.loads(raw) == f.to_dict()
     True
     """
-
     def __init__(
         self, model: str, version: int, confidence: float | None, produced_at_s: float
     ) -> None:

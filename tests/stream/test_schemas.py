@@ -12,6 +12,7 @@ import pytest
 
 from predictor.events import RequestEvent
 from predictor.features import Scaler
+from predictor.forecast import NextRequestEncoder, NextRequestForecast
 from predictor.models.neural import NeuralForecaster, NeuralSpec, build_module
 from predictor.slot import ModelSlot
 from stream.metrics import Metrics
@@ -105,3 +106,69 @@ def test_model_meta_matches_schema(tmp_path: Path) -> None:
     fc.calibration = np.zeros((1, 3))
     info = save_artifact(fc, tmp_path, preset="cpu")
     jsonschema.Draft202012Validator(schema("model_meta")).validate(info.meta)
+
+
+def test_fast_encoder_writes_what_to_dict_describes() -> None:
+    """The serving loop's template encoder against the dataclass's wire form, on values
+    across many magnitudes: same keys and types, values within the documented rounding."""
+    validator = jsonschema.Draft202012Validator(schema("forecast"))
+    rng = np.random.default_rng(3)
+    for i in range(300):
+        ts = float(rng.choice([0.0, 12.5, 1.7e9])) + float(rng.random())
+        p = np.exp(rng.uniform(-12, 12, size=3))
+        lo, hi = p * rng.uniform(0, 1, size=3), p * rng.uniform(1, 3, size=3)
+        conf = None if i % 5 == 0 else float(rng.random())
+        stream = ["ChatGPT", 'we"ird \\ name', "\u00e9t\u00e9"][i % 3]
+        enc = NextRequestEncoder("dlinear", i, conf, produced_at_s=1.7e9 + i)
+        got = json.loads(
+            enc.encode(stream, ts, i % 4, 10 * i, p.tolist(), lo.tolist(), hi.tolist(), i % 2 == 0)
+        )
+        want = NextRequestForecast(
+            stream,
+            "dlinear",
+            i,
+            ts,
+            p[0],
+            (lo[0], hi[0]),
+            p[1],
+            (lo[1], hi[1]),
+            p[2],
+            (lo[2], hi[2]),
+            conf,
+            i % 2 == 0,
+            i % 4,
+            10 * i,
+            1.7e9 + i,
+        ).to_dict()
+        validator.validate(got)
+        assert got.keys() == want.keys() and got["interval"].keys() == want["interval"].keys()
+        flat_got, flat_want = _flatten(got), _flatten(want)
+        assert flat_got.keys() == flat_want.keys()
+        for key, w in flat_want.items():
+            g = flat_got[key]
+            if isinstance(w, float) and not isinstance(w, bool):
+                tol = 1e-6 if key in TIME_FIELDS else 1e-5 * abs(w)
+                assert g == pytest.approx(w, abs=tol), key
+            else:
+                assert g == w, key
+
+
+TIME_FIELDS = {
+    "event_timestamp",
+    "timestamp",
+    "produced_at",
+    "interval.timestamp.0",
+    "interval.timestamp.1",
+}
+
+
+def _flatten(obj: object, prefix: str = "") -> dict[str, object]:
+    if isinstance(obj, dict):
+        return {
+            k: v for key, val in obj.items() for k, v in _flatten(val, f"{prefix}{key}.").items()
+        }
+    if isinstance(obj, list):
+        return {
+            k: v for j, val in enumerate(obj) for k, v in _flatten(val, f"{prefix}{j}.").items()
+        }
+    return {prefix.rstrip("."): obj}
