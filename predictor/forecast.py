@@ -102,6 +102,7 @@ class NextRequestEncoder:
     >>> json.loads(raw) == f.to_dict()
     True
     """
+
     def __init__(
         self, model: str, version: int, confidence: float | None, produced_at_s: float
     ) -> None:

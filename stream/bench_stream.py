@@ -1060,7 +1060,7 @@ def _serve_worker(plan: dict[str, Any], kafka: Any) -> PhaseRunner:
     from stream.kafka_io import KafkaSource
     from stream.metrics import Metrics
     from stream.models import have_models, load_slots
-    from stream.service import ForecastService, ServeConfig
+    from stream.service import ForecastService, ServeConfig, tune_gc
     from stream.transport import Record
 
     if plan["torch_threads"]:
@@ -1117,6 +1117,7 @@ def _serve_worker(plan: dict[str, Any], kafka: Any) -> PhaseRunner:
                     service.step(stop)
                 clock.assigned = time.time()
                 _emit("ready", spec["name"])
+            tune_gc()
             stats = service.run(stop, max_events=int(spec["events"]))
         finally:
             source.close()

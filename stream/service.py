@@ -14,6 +14,7 @@ so a hot swap lands between batches and every forecast names its version.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
@@ -43,6 +44,24 @@ Message = tuple[str, bytes | None, bytes]
 
 #: ``json.dumps`` without the check for circular references (a forecast has none): same bytes
 _encode_json = json.JSONEncoder(check_circular=False).encode
+
+
+#: young-generation threshold of the garbage collector while serving (Python's is 700)
+GC_GEN0_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """Garbage-collector settings for a long serving loop; call once start-up is done.
+
+    Every batch allocates thousands of short-lived objects (records, events, forecast
+    bytes) without reference cycles; with Python's defaults they trigger collections that
+    walk the models and libraries loaded at start-up, about a tenth of the loop's time
+    (``reqcast bench stream``). Start-up objects are frozen out of collections and the
+    young generation is collected every 50,000 allocations instead of 700.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 20)
 
 
 @dataclass(frozen=True)

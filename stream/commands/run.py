@@ -146,7 +146,7 @@ def _first_load_models(args: argparse.Namespace, head: pd.DataFrame) -> None:
 def run(args: argparse.Namespace) -> int:
     from predictor.artifacts import list_artifacts
     from stream.models import have_models, load_slots
-    from stream.service import ForecastService
+    from stream.service import ForecastService, tune_gc
 
     config = service_config(args)
     total_rows = args.events + args.train_rows
@@ -241,6 +241,7 @@ def run(args: argparse.Namespace) -> int:
     if args.duration:
         threading.Timer(args.duration, stop.set).start()
     try:
+        tune_gc()
         service.run(stop, max_events=len(replayed))
     finally:
         stop.set()

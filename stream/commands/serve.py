@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
     from stream.kafka_batch import BatchKafkaSink
     from stream.kafka_io import KafkaConfig, KafkaSource
     from stream.models import have_models, load_slots
-    from stream.service import ForecastService
+    from stream.service import ForecastService, tune_gc
     from trainer.device import resolve_device
 
     config = service_config(args)
@@ -216,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
         {n: s.version for n, s in slots.items()},
     )
     try:
+        tune_gc()
         stats = service.run(stop, max_events=args.max_events)
     finally:
         for w in workers:
