@@ -120,7 +120,7 @@ def parse_event(obj: Any) -> RequestEvent:
 def decode_event(raw: bytes | str) -> RequestEvent:
     """Decode one wire message (JSON bytes) into an event, or raise :class:`InvalidEvent`."""
     try:
-        obj = json.loads(raw)
+        obj = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidEvent("invalid_json", str(exc)[:120]) from exc
     return parse_event(obj)

@@ -993,7 +993,7 @@ def _echo_worker(plan: dict[str, Any], kafka: Any) -> PhaseRunner:
     from kafka import KafkaConsumer, KafkaProducer
     from kafka.structs import OffsetAndMetadata
 
-    from stream.kafka_io import PRODUCER_DEFAULTS
+    from stream.kafka_io import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS
 
     producer = KafkaProducer(**{**PRODUCER_DEFAULTS, **kafka.client_kwargs()})
     batch_max = int(plan["batch_max"])
@@ -1001,11 +1001,9 @@ def _echo_worker(plan: dict[str, Any], kafka: Any) -> PhaseRunner:
     def phase(spec: dict[str, Any]) -> dict[str, Any]:
         clock = _Clock(spec.get("checkpoint_every"))
         consumer = KafkaConsumer(
-            **kafka.client_kwargs(),
+            **{**CONSUMER_DEFAULTS, **kafka.client_kwargs()},
             group_id=spec["group"],
-            enable_auto_commit=False,
             auto_offset_reset="earliest",
-            reconnect_backoff_max_ms=2_000,
             **GROUP_SETTINGS,
         )
         consumer.subscribe([spec["topic"]])

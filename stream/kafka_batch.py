@@ -80,12 +80,15 @@ def _vi(n: int) -> bytes:
 def encode_batch(records: list[tuple[bytes | None, bytes]], timestamp_ms: int) -> bytes:
     """One uncompressed record batch (no producer id, no headers) of ``(key, value)``s."""
     parts: list[bytes] = []
+    keys: dict[bytes | None, bytes] = {None: _NULL}  # a batch has few distinct keys
     for i, (key, value) in enumerate(records):
-        k = _NULL if key is None else _vi(len(key)) + key
-        # attributes 0, timestamp delta 0, offset delta i, key, value, no headers
-        body = b"".join((b"\x00\x00", _vi(i), k, _vi(len(value)), value, b"\x00"))
-        parts.append(_vi(len(body)))
-        parts.append(body)
+        k = keys.get(key)
+        if k is None:
+            k = keys[key] = _vi(len(key)) + key  # type: ignore[arg-type, operator]
+        offset, size = _vi(i), _vi(len(value))
+        # length; attributes 0, timestamp delta 0, offset delta i, key, value, no headers
+        length = 3 + len(offset) + len(k) + len(size) + len(value)
+        parts += (_vi(length), b"\x00\x00", offset, k, size, value, b"\x00")
     n = len(records)
     after_crc = _BODY.pack(0, n - 1, timestamp_ms, timestamp_ms, -1, -1, -1, n) + b"".join(parts)
     head = _HEAD.pack(0, _LENGTH_AFTER_FIELD + len(after_crc), -1, 2, calc_crc32c(after_crc))
@@ -205,12 +208,18 @@ class BatchKafkaSink:
     ) -> dict[TopicPartition, list[tuple[bytes | None, bytes]]]:
         out: dict[TopicPartition, list[tuple[bytes | None, bytes]]] = {}
         known: dict[str, list[int]] = {}
+        by_key: dict[tuple[str, bytes], list[tuple[bytes | None, bytes]]] = {}
         for topic, key, value in pending:
-            parts = known.get(topic)
-            if parts is None:
-                parts = known[topic] = self._partitions(topic, deadline)
-            tp = TopicPartition(topic, self._partition(topic, key, parts))
-            out.setdefault(tp, []).append((key, value))
+            run = by_key.get((topic, key)) if key is not None else None
+            if run is None:
+                parts = known.get(topic)
+                if parts is None:
+                    parts = known[topic] = self._partitions(topic, deadline)
+                tp = TopicPartition(topic, self._partition(topic, key, parts))
+                run = out.setdefault(tp, [])
+                if key is not None:
+                    by_key[(topic, key)] = run
+            run.append((key, value))
         return out
 
     def _write(

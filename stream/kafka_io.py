@@ -47,6 +47,17 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "reconnect_backoff_max_ms": 2_000,  # kafka-python's 30 s would stall after an outage
 }
 
+#: consumer settings of every group member (the bench's echo uses them too): a fetch
+#: returns after at most 100 ms (Kafka's 500 ms default holds a quiet stream's first
+#: events that long), and takes up to 8 MiB a partition, so a backlog is read in few
+#: round trips (``reqcast bench stream``: 1 MiB fetches left serve waiting on them)
+CONSUMER_DEFAULTS: dict[str, Any] = {
+    "enable_auto_commit": False,
+    "fetch_max_wait_ms": 100,
+    "max_partition_fetch_bytes": 8 * 1024 * 1024,
+    "reconnect_backoff_max_ms": 2_000,  # kafka-python's 30 s would stall after an outage
+}
+
 #: how long end offsets fetched for ``KafkaSource.lag`` are reused
 END_OFFSETS_TTL_S = 1.0
 
@@ -244,14 +255,13 @@ class KafkaSource:
         self._ends: dict[int, int] = {}
         self._ends_at = 0.0
         settings = {
+            **CONSUMER_DEFAULTS,
             **config.client_kwargs(),
             "group_id": group_id,
-            "enable_auto_commit": False,
             "auto_offset_reset": auto_offset_reset,
             "max_poll_interval_ms": max_poll_interval_ms,
             "session_timeout_ms": session_timeout_ms,
             "heartbeat_interval_ms": heartbeat_interval_ms,
-            "reconnect_backoff_max_ms": 2_000,
             **consumer_overrides,
         }
         try:
