@@ -92,6 +92,9 @@ class LoadBins:
         st.sums += (1.0, request_tokens, response_tokens)
         return closed
 
+    def streams(self) -> list[str]:
+        return list(self._streams)
+
     def history(self, stream: str) -> np.ndarray:
         """Closed bins of ``stream``, oldest first, ``[n, 3]``."""
         st = self._streams.get(stream)

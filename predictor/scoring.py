@@ -11,10 +11,11 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable
 
 import numpy as np
+
+from predictor.ring import Ring
 
 
 class RollingScores:
@@ -22,17 +23,17 @@ class RollingScores:
 
     def __init__(self, size: int = 1000) -> None:
         self.size = size
-        self._err: dict[tuple[str, str], deque[float]] = {}
-        self._hit: dict[tuple[str, str], deque[bool]] = {}
+        self._err: dict[tuple[str, str], Ring] = {}
+        self._hit: dict[tuple[str, str], Ring] = {}
         self.scored: dict[str, int] = {}
 
     def add(self, model: str, quantity: str, abs_errors: np.ndarray, covered: np.ndarray) -> None:
         key = (model, quantity)
         if key not in self._err:
-            self._err[key] = deque(maxlen=self.size)
-            self._hit[key] = deque(maxlen=self.size)
-        self._err[key].extend(np.asarray(abs_errors, dtype=np.float64).tolist())
-        self._hit[key].extend(np.asarray(covered, dtype=bool).tolist())
+            self._err[key] = Ring(self.size)
+            self._hit[key] = Ring(self.size)
+        self._err[key].extend(abs_errors)
+        self._hit[key].extend(covered)
         self.scored[model] = self.scored.get(model, 0) + len(abs_errors)
 
     def tracked(self) -> list[tuple[str, str]]:
@@ -43,15 +44,15 @@ class RollingScores:
 
     def mae(self, model: str, quantity: str) -> float | None:
         buf = self._err.get((model, quantity))
-        return float(np.mean(buf)) if buf else None
+        return buf.mean() if buf else None
 
     def coverage(self, model: str, quantity: str) -> float | None:
         buf = self._hit.get((model, quantity))
-        return float(np.mean(buf)) if buf else None
+        return buf.mean() if buf else None
 
     def model_coverage(self, model: str) -> float | None:
         """Mean coverage over every quantity of ``model`` (its online ``confidence``)."""
-        vals = [float(np.mean(buf)) for (m, _), buf in self._hit.items() if m == model and buf]
+        vals = [buf.mean() for (m, _), buf in self._hit.items() if m == model and buf]
         return float(np.mean(vals)) if vals else None
 
     def best(self, quantity: str, models: Iterable[str], min_count: int = 20) -> str | None:

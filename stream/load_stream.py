@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from predictor.calibration import OnlineConformal, widen_interval
+from predictor.calibration import PRIME_BINS, STEP_BINS, OnlineConformal, widen_interval
 from predictor.events import RequestEvent
 from predictor.features import pad_window
 from predictor.load import LOAD_QUANTITIES, LoadBins
@@ -91,14 +91,14 @@ class LoadForecasting:
         lens = [cur.forecaster.seq_len for s in slots.values() if (cur := s.current())]
         longest = max(lens, default=64)
         self.bins = LoadBins(config.bin_s, capacity=max(512, longest))
-        self.conformal = OnlineConformal(size=500, min_count=20)
+        self.conformal = OnlineConformal(size=500, min_count=20, step=STEP_BINS)
         self.scores = RollingScores(size=500)
         self._pending: dict[tuple[str, int], list[_Made]] = {}
         self._latest: dict[str, dict[str, dict[int, _Made]]] = {}
         self.published = 0
 
     def warm(self, events: list[RequestEvent]) -> None:
-        """Count past events into the bins without forecasting or scoring."""
+        """Count past events into the bins without publishing, then prime the calibration."""
         for ev in events:
             self.bins.add(
                 ev.stream_key(self.config.stream_key),
@@ -106,6 +106,35 @@ class LoadForecasting:
                 ev.request_tokens,
                 ev.response_tokens,
             )
+        self.prime()
+
+    def prime(self, bins: int = PRIME_BINS) -> int:
+        """Score what each model would have forecast over the last ``bins`` closed bins of
+        every stream into the conformal buffers, so intervals are calibrated from the first
+        published forecast instead of after ``min_count`` outcomes per horizon. Returns the
+        outcomes scored (nothing is published or counted in the online error)."""
+        scored = 0
+        for stream in self.bins.streams():
+            history = self.bins.history(stream)
+            origins = list(range(max(0, len(history) - 1 - bins), len(history) - 1))
+            if not origins:
+                continue
+            preds = self._predict([history[: t + 1] for t in origins])
+            for name, batch in preds.items():
+                for i, t in enumerate(origins):
+                    for h in self.config.horizons:
+                        if h > batch.forecaster.horizon or t + h >= len(history):
+                            continue
+                        actual = history[t + h]
+                        for c, q in enumerate(LOAD_QUANTITIES):
+                            self.conformal.update(
+                                (name, q, h),
+                                actual[c : c + 1],
+                                batch.lower[i, h - 1, c : c + 1],
+                                batch.upper[i, h - 1, c : c + 1],
+                            )
+                        scored += 1
+        return scored
 
     def process(self, valid: list[tuple[RequestEvent, Record]]) -> list[Message]:
         """Bins closed by ``valid``, scored in order; one forward pass per model for all of them."""

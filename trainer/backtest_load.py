@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from predictor.calibration import OnlineConformal, widen_interval
+from predictor.calibration import PRIME_BINS, STEP_BINS, OnlineConformal, widen_interval
 from predictor.errors import ConfigError, TrainingError
 from predictor.load import LOAD_QUANTITIES
 from predictor.models import ets
@@ -49,7 +49,7 @@ from predictor.models.baselines import EWMA, LastValue, RollingMean, RollingMedi
 from predictor.streams import STREAM_KEYS, load_series
 from trainer.backtest import score, to_markdown, verdict
 from trainer.offline import check_models
-from trainer.train import TrainConfig, train_forecaster
+from trainer.train import LOAD_PARAMS, TrainConfig, train_forecaster
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,9 @@ class LoadBacktestConfig:
     #: online conformal buffer (scores kept) and the scores needed before it widens
     conformal_size: int = 500
     conformal_min_count: int = 20
+    conformal_step: float = STEP_BINS
+    #: bins before the test period whose forecasts only prime the calibration
+    prime_bins: int = PRIME_BINS
     #: AutoETS baseline when statsforecast is importable
     ets: bool = True
     ets_window: int = 500
@@ -202,11 +205,24 @@ def evaluate(
 ) -> list[dict[str, Any]]:
     """Walk ``fc`` forward over every stream's test bins and score it per quantity and horizon."""
     started = time.perf_counter()
-    parts = []
+    primed, skip = [], []
     for series, cut in streams.values():
-        parts.append((series, cut - 1, raw_forecasts(fc, series, cut - 1)))
-    conformal = OnlineConformal(cfg.conformal_size, cfg.conformal_min_count)
-    calibrated = calibrate_online(fc.name, parts, cfg.horizons, conformal)
+        start = max(0, cut - 1 - cfg.prime_bins)  # as the service primes from its history
+        primed.append((series, start, raw_forecasts(fc, series, start)))
+        skip.append(cut - 1 - start)
+    conformal = OnlineConformal(
+        cfg.conformal_size, cfg.conformal_min_count, step=cfg.conformal_step
+    )
+    calibrated = [
+        Prediction(p.point[k:], p.lower[k:], p.upper[k:])
+        for p, k in zip(
+            calibrate_online(fc.name, primed, cfg.horizons, conformal), skip, strict=True
+        )
+    ]
+    parts = [
+        (series, start + k, Prediction(p.point[k:], p.lower[k:], p.upper[k:]))
+        for (series, start, p), k in zip(primed, skip, strict=True)
+    ]
 
     def pooled(preds: Sequence[Prediction]) -> Prediction:
         return Prediction(
@@ -243,6 +259,7 @@ def train_on_heads(
             val_fraction=cfg.val_fraction,
             device=cfg.device,
             seed=cfg.seed,
+            params=dict(LOAD_PARAMS),
         )
         try:
             result = train_forecaster(heads, tc, progress=progress)

@@ -21,7 +21,7 @@ from predictor.models.neural import ARCHITECTURES
 from predictor.streams import load_series, stream_series
 from trainer.device import is_cuda_oom, resolve_device
 from trainer.presets import Preset
-from trainer.train import TrainConfig, TrainResult, train_forecaster
+from trainer.train import LOAD_PARAMS, TrainConfig, TrainResult, train_forecaster
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,7 @@ def train_models(
             device=device,
             seed=seed,
             horizon=horizon,
+            params=dict(LOAD_PARAMS) if load is not None else {},
         )
         outcome = ModelOutcome(model)
         try:

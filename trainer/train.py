@@ -31,6 +31,11 @@ from predictor.models.base import NOMINAL_COVERAGE, QUANTILES
 from predictor.models.neural import NeuralForecaster, NeuralSpec, build_module, default_params
 from trainer.device import resolve_device
 
+#: architecture settings of load models: the level they start from (and forecast the
+#: deviation from) is the median of the last 30 bins, the strongest simple load
+#: forecaster on both benchmark traces (README "Accuracy: load")
+LOAD_PARAMS: dict[str, Any] = {"level_len": 30}
+
 
 @dataclass(frozen=True)
 class TrainConfig:

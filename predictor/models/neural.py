@@ -89,14 +89,17 @@ class WindowNorm(nn.Module):
     subtracted before the network and added back to every output, so the
     network forecasts the deviation from the recent level. With ``median`` in
     log space that level is exactly the rolling-median forecast, which the
-    network then has to improve on. ``none`` passes the window through.
+    network then has to improve on. ``none`` passes the window through. With
+    ``level_len`` the level is taken over the window's last ``level_len`` steps only.
     """
 
-    def __init__(self, net: nn.Module, mode: str = "median") -> None:
+    def __init__(self, net: nn.Module, mode: str = "median", level_len: int | None = None) -> None:
         super().__init__()
         if mode not in ("median", "mean", "none"):
             raise ConfigError(f"unknown window normalisation {mode!r}")
-        self.net, self.mode = net, mode
+        if level_len is not None and level_len < 1:
+            raise ConfigError(f"level_len must be at least 1, got {level_len}")
+        self.net, self.mode, self.level_len = net, mode, level_len
         if mode != "none":
             # start from "the forecast is the recent level": output layers begin at zero
             for layer in net.modules():
@@ -107,17 +110,23 @@ class WindowNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "none":
             return self.net(x)
+        recent = x if self.level_len is None else x[:, -self.level_len :, :]
         if self.mode == "median":
-            level = x.median(dim=1, keepdim=True).values  # [B, 1, C]
+            level = recent.median(dim=1, keepdim=True).values  # [B, 1, C]
         else:
-            level = x.mean(dim=1, keepdim=True)  # [B, 1, C]
+            level = recent.mean(dim=1, keepdim=True)  # [B, 1, C]
         out = self.net(x - level)  # [B, H, C, Q]
         return out + level.unsqueeze(-1)  # [B, 1, C, 1] broadcasts over H and Q
 
 
 def build_module(spec: NeuralSpec) -> nn.Module:
     """A freshly initialised network for ``spec`` (seed torch first for repeatability)."""
-    return WindowNorm(_build_net(spec), str(spec.params.get("norm", "median")))
+    level_len = spec.params.get("level_len")
+    return WindowNorm(
+        _build_net(spec),
+        str(spec.params.get("norm", "median")),
+        None if level_len is None else int(level_len),
+    )
 
 
 def _param(spec: NeuralSpec, name: str) -> Any:

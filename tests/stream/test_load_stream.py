@@ -120,3 +120,30 @@ def test_bins_count_rates_per_second() -> None:
     assert [k for k, _ in closed] == [0, 1, 2]
     np.testing.assert_allclose(closed[0][1], [0.3, 9.0, 1.5])
     np.testing.assert_allclose(closed[1][1], [0.0, 0.0, 0.0])
+
+
+def test_warm_history_primes_the_calibration_without_publishing() -> None:
+    """After warming from history, every model, quantity and horizon already has scored
+    outcomes (so the first published interval is calibrated), and nothing was published
+    or counted as online error."""
+    load = LoadForecasting(
+        LoadConfig("out", 1.0, (1, 3), "none"), slots(3), Metrics(CollectorRegistry())
+    )
+    rng = np.random.default_rng(0)
+    history = [
+        RequestEvent(float(t), int(rng.integers(1, 500)), int(rng.integers(1, 200)), "m")
+        for t in np.sort(rng.uniform(0, 120, 400))
+    ]
+    load.warm(history)
+    assert load.published == 0 and not load.scores.tracked()
+    closed = len(load.bins.history("all"))
+    assert closed >= 100
+    for model in ("lstm", "dlinear"):
+        for q in ("requests_per_s", "request_tokens_per_s", "response_tokens_per_s"):
+            for h in (1, 3):
+                assert (
+                    load.conformal.widen((model, q, h)) != 0.0
+                    or load.conformal.level((model, q, h)) != 0.8
+                )
+    # the last 60 closed bins were replayed: 60 origins, minus those whose target is not in yet
+    assert load.prime(bins=10) == 2 * (10 + (10 - 2))
