@@ -141,9 +141,6 @@ def test_warm_history_primes_the_calibration_without_publishing() -> None:
     for model in ("lstm", "dlinear"):
         for q in ("requests_per_s", "request_tokens_per_s", "response_tokens_per_s"):
             for h in (1, 3):
-                assert (
-                    load.conformal.widen((model, q, h)) != 0.0
-                    or load.conformal.level((model, q, h)) != 0.8
-                )
-    # the last 60 closed bins were replayed: 60 origins, minus those whose target is not in yet
+                assert load.conformal.count((model, q, h)) >= load.conformal.min_count
+    # 10 origins per model; at horizon 3 the last two have no outcome yet
     assert load.prime(bins=10) == 2 * (10 + (10 - 2))
