@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import gc
 import importlib.util
 import json
 import logging
@@ -67,14 +66,12 @@ import math
 import os
 import platform
 import queue
-import resource
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -82,25 +79,13 @@ import numpy as np
 
 from predictor.errors import ConfigError, ReqcastError
 from predictor.events import RequestEvent
+from stream.bench_stream_worker import LINE_PREFIX
 from stream.cliutil import add_flag
 
 log = logging.getLogger(__name__)
 
-#: the argument that makes ``python -m stream.bench_stream`` a pipeline process
-WORKER_FLAG = "--bench-worker"
-#: prefix of the protocol lines a pipeline process writes on stdout
-LINE_PREFIX = "@@bench "
-#: group timings of both pipelines: tansu holds a group join for about half the
-#: session timeout, so a short one keeps the joins (not measured) short
-GROUP_SETTINGS: dict[str, int] = {
-    "session_timeout_ms": 3_000,
-    "heartbeat_interval_ms": 1_000,
-    "max_poll_interval_ms": 10_000,
-}
 #: fetch wait of the measuring consumer (tansu holds a fetch for part of it even with data)
 MEASURE_FETCH_WAIT_MS = 10
-#: the memory check's RSS figure is the median over this many batches before its checkpoint
-RSS_WINDOW_BATCHES = 21
 #: models served when ``--models`` is not given
 DEFAULT_MODELS = ("lstm", "dlinear")
 TARGET_THROUGHPUT_RATIO = 0.7
@@ -469,7 +454,7 @@ class _Worker:
     def __init__(self, plan: dict[str, Any]) -> None:
         self.name = plan["mode"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.bench_stream", WORKER_FLAG],
+            [sys.executable, "-m", "stream.bench_stream_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -865,317 +850,5 @@ def render_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-# -- the pipeline processes -----------------------------------------------------------------
-def _emit(kind: str, phase: str, **fields: Any) -> None:
-    sys.stdout.write(LINE_PREFIX + json.dumps({"type": kind, "phase": phase, **fields}) + "\n")
-    sys.stdout.flush()
-
-
-def _rss_bytes() -> int:
-    """Current resident set size of this process (peak RSS where /proc is missing)."""
-    try:
-        with open("/proc/self/statm", encoding="ascii") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, IndexError):
-        return _peak_rss_bytes()
-
-
-def _peak_rss_bytes() -> int:
-    """Peak resident set size of this process: ``VmHWM`` (``ru_maxrss`` on Linux also
-    counts the parent's memory before ``exec``, so it serves only where /proc is missing)."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
-
-
-class _Clock:
-    """Times of one phase: first polled batch, last acknowledged one, memory checkpoints,
-    and where the time went (``spent``: seconds per step, counted once records flow)."""
-
-    def __init__(self, checkpoint_every: int | None) -> None:
-        self.started = time.time()
-        self.assigned: float | None = None
-        self.first_poll: float | None = None
-        self.last_ack = 0.0
-        self.every = checkpoint_every
-        self.next_checkpoint = checkpoint_every or 0
-        self.checkpoints: list[dict[str, int]] = []
-        self.spent: dict[str, float] = {}
-        self.recent_rss: deque[int] = deque(maxlen=RSS_WINDOW_BATCHES)
-
-    def spend(self, what: str, seconds: float) -> None:
-        if self.first_poll is not None:
-            self.spent[what] = self.spent.get(what, 0.0) + seconds
-
-    def polled(self, n: int) -> None:
-        if n and self.first_poll is None:
-            self.first_poll = time.time()
-
-    def acked(self, events: int) -> None:
-        self.last_ack = time.time()
-        if self.every:
-            self.recent_rss.append(_rss_bytes())
-            if events >= self.next_checkpoint:
-                self.checkpoint(events)
-                while self.next_checkpoint <= events:
-                    self.next_checkpoint += self.every
-
-    def checkpoint(self, events: int) -> None:
-        """RSS now, and the median of the last batches' (a single reading may catch the
-        allocator holding a batch's freed buffers; the median is what the check uses)."""
-        now = _rss_bytes()
-        recent = sorted(self.recent_rss or [now])
-        self.checkpoints.append(
-            {
-                "events": events,
-                "rss_bytes": recent[len(recent) // 2],
-                "rss_bytes_now": now,
-                # objects the garbage collector tracks (containers, not bytes or floats):
-                # a count that grows with the events points at a leak of Python objects
-                "python_objects": len(gc.get_objects()),
-            }
-        )
-
-    def result(self, events: int, outputs: int, batches: int) -> dict[str, Any]:
-        if self.every and (not self.checkpoints or self.checkpoints[-1]["events"] != events):
-            self.checkpoint(events)
-        return {
-            "events": events,
-            "outputs": outputs,
-            "batches": batches,
-            "t_first_poll": self.first_poll or self.last_ack,
-            "t_last_ack": self.last_ack,
-            "join_s": (self.assigned or self.started) - self.started,
-            "rss_bytes": _rss_bytes(),
-            "peak_rss_bytes": _peak_rss_bytes(),
-            "checkpoints": self.checkpoints,
-            "spent_s": self.spent,
-        }
-
-
-def _worker_main() -> int:
-    logging.basicConfig(
-        level=logging.WARNING,
-        format="%(asctime)s %(levelname)s bench-worker %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("kafka").setLevel(logging.ERROR)
-    plan = json.loads(sys.stdin.read())
-    phase = "setup"
-    try:
-        from stream.kafka_io import KafkaConfig
-
-        kafka = KafkaConfig(**plan["kafka"])
-        run_phase = (
-            _echo_worker(plan, kafka) if plan["mode"] == "echo" else _serve_worker(plan, kafka)
-        )
-        for spec in plan["phases"]:
-            phase = spec["name"]
-            _emit("result", phase, **run_phase(spec))
-        _emit("result", "end", peak_rss_bytes=_peak_rss_bytes())
-    except Exception as exc:
-        _emit("error", phase, message=f"{type(exc).__name__}: {exc}")
-        return 1
-    return 0
-
-
-PhaseRunner = Callable[[dict[str, Any]], dict[str, Any]]
-
-
-def _echo_worker(plan: dict[str, Any], kafka: Any) -> PhaseRunner:
-    """The bare echo: poll -> json.loads -> json.dumps -> send; flush, then commit the batch."""
-    from kafka import KafkaConsumer, KafkaProducer
-    from kafka.structs import OffsetAndMetadata
-
-    from stream.kafka_io import CONSUMER_DEFAULTS, PRODUCER_DEFAULTS
-
-    producer = KafkaProducer(**{**PRODUCER_DEFAULTS, **kafka.client_kwargs()})
-    batch_max = int(plan["batch_max"])
-
-    def phase(spec: dict[str, Any]) -> dict[str, Any]:
-        clock = _Clock(spec.get("checkpoint_every"))
-        consumer = KafkaConsumer(
-            **{**CONSUMER_DEFAULTS, **kafka.client_kwargs()},
-            group_id=spec["group"],
-            auto_offset_reset="earliest",
-            **GROUP_SETTINGS,
-        )
-        consumer.subscribe([spec["topic"]])
-        out, target = spec["output"], int(spec["events"])
-        events = outputs = batches = 0
-        try:
-            while events < target:
-                t0 = time.perf_counter()
-                polled = consumer.poll(timeout_ms=200, max_records=batch_max)
-                t_polled = time.perf_counter()
-                clock.spend("poll", t_polled - t0)
-                if clock.assigned is None and consumer.assignment():
-                    clock.assigned = time.time()
-                    if spec["ready"]:
-                        _emit("ready", spec["name"])
-                if not polled:
-                    continue
-                clock.polled(1)
-                offsets = {}
-                for tp, msgs in polled.items():
-                    for m in msgs:
-                        obj = json.loads(m.value)
-                        obj["source"] = {"partition": m.partition, "offset": m.offset}
-                        producer.send(out, key=m.key, value=json.dumps(obj).encode())
-                        outputs += 1
-                    events += len(msgs)
-                    offsets[tp] = OffsetAndMetadata(msgs[-1].offset + 1, "", -1)
-                t1 = time.perf_counter()
-                producer.flush()
-                t2 = time.perf_counter()
-                consumer.commit(offsets=offsets)
-                t3 = time.perf_counter()
-                clock.spend("decode_encode_send", t1 - t_polled)
-                clock.spend("flush", t2 - t1)
-                clock.spend("commit", t3 - t2)
-                batches += 1
-                clock.acked(events)
-        finally:
-            consumer.close(autocommit=False)
-        return clock.result(events, outputs, batches)
-
-    return phase
-
-
-def _serve_worker(plan: dict[str, Any], kafka: Any) -> PhaseRunner:
-    """The serving loop, built as ``reqcast serve`` builds it, one consumer group per phase."""
-    import torch
-    from prometheus_client import CollectorRegistry
-
-    from stream.kafka_admin import read_before
-    from stream.kafka_batch import BatchKafkaSink
-    from stream.kafka_io import KafkaSource
-    from stream.metrics import Metrics
-    from stream.models import have_models, load_slots
-    from stream.service import ForecastService, ServeConfig, tune_gc
-    from stream.transport import Record
-
-    if plan["torch_threads"]:
-        torch.set_num_threads(int(plan["torch_threads"]))
-    metrics = Metrics(CollectorRegistry())
-    slots = load_slots(plan["model_dir"], plan["models"], metrics)
-    if not have_models(slots):
-        raise ConfigError(f"no loadable models in {plan['model_dir']!r}")
-    sink = BatchKafkaSink(kafka)
-    active: list[_Clock] = []  # the clock of the phase running, for the model timings
-    for slot in slots.values():
-        loaded = slot.current()
-        if loaded is not None:
-            fc = loaded.forecaster
-            setattr(fc, "predict", _timed(fc.predict, "model_inference", active))  # noqa: B010
-
-    def phase(spec: dict[str, Any]) -> dict[str, Any]:
-        clock = _Clock(spec.get("checkpoint_every"))
-        active[:] = [clock]
-        config = ServeConfig(
-            input_topic=spec["topic"],
-            output_topic=spec["output"],
-            dlq_topic=spec["dlq"],
-            batch_max=int(plan["batch_max"]),
-        )
-        holder: dict[str, ForecastService] = {}
-
-        def on_assign(partitions: list[int]) -> None:
-            holder["service"].on_assign(partitions)
-
-        source = KafkaSource(
-            kafka,
-            config.input_topic,
-            spec["group"],
-            on_assign=on_assign,
-            session_timeout_ms=GROUP_SETTINGS["session_timeout_ms"],
-            heartbeat_interval_ms=GROUP_SETTINGS["heartbeat_interval_ms"],
-            max_poll_interval_ms=GROUP_SETTINGS["max_poll_interval_ms"],
-        )
-
-        def history(partitions: list[int]) -> list[Record]:
-            ends = source.committed(partitions)
-            return read_before(kafka, config.input_topic, ends, config.window_capacity)
-
-        timed = _TimedSource(source, clock)
-        service = ForecastService(config, timed, sink, slots, metrics, history=history)
-        holder["service"] = service
-        service.on_batch = lambda svc, _msgs: clock.acked(svc.stats.events)
-        setattr(service, "deliver", _timed(service.deliver, "send_flush", active))  # noqa: B010
-        stop = threading.Event()
-        try:
-            if spec["ready"]:
-                while not source.assignment():
-                    service.step(stop)
-                clock.assigned = time.time()
-                _emit("ready", spec["name"])
-            tune_gc()
-            stats = service.run(stop, max_events=int(spec["events"]))
-        finally:
-            source.close()
-        if clock.assigned is None:
-            clock.assigned = timed.assigned_at
-        outputs = sum(stats.forecasts.values()) + stats.invalid
-        res = clock.result(stats.events, outputs, stats.batches)
-        res["torch_threads"] = torch.get_num_threads()
-        return res
-
-    return phase
-
-
-def _timed(fn: Callable[..., Any], what: str, clocks: list[_Clock]) -> Callable[..., Any]:
-    """``fn``, adding the seconds each call takes to ``what`` of the running phase's clock."""
-
-    def timed(*args: Any) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return fn(*args)
-        finally:
-            if clocks:
-                clocks[0].spend(what, time.perf_counter() - t0)
-
-    return timed
-
-
-class _TimedSource:
-    """A :class:`~stream.transport.Source` that notes when records first came (bench only)."""
-
-    def __init__(self, inner: Any, clock: _Clock) -> None:
-        self.inner, self.clock = inner, clock
-        self.assigned_at: float | None = None
-
-    def poll(self, max_records: int, timeout_s: float) -> list[Any]:
-        t0 = time.perf_counter()
-        records: list[Any] = self.inner.poll(max_records, timeout_s)
-        self.clock.spend("poll", time.perf_counter() - t0)
-        if self.assigned_at is None and self.inner.assignment():
-            self.assigned_at = time.time()
-        self.clock.polled(len(records))
-        return records
-
-    def commit(self, offsets: dict[int, int]) -> None:
-        t0 = time.perf_counter()
-        self.inner.commit(offsets)
-        self.clock.spend("commit", time.perf_counter() - t0)
-
-    def assignment(self) -> list[int]:
-        return list(self.inner.assignment())
-
-    def lag(self) -> int | None:
-        lag: int | None = self.inner.lag()
-        return lag
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 if __name__ == "__main__":
-    if WORKER_FLAG in sys.argv[1:]:
-        sys.exit(_worker_main())
     sys.exit("usage: reqcast bench stream --help")
