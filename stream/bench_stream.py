@@ -125,8 +125,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         p,
         "--torch-threads",
         type=int,
-        default=0,
-        help="torch threads of the serve process (0: torch's default, as `reqcast serve` runs)",
+        default=1,
+        help="torch threads of the serve process (as `reqcast serve --torch-threads`, whose "
+        "default is 1; 0: torch's default)",
     )
     add_flag(p, "--json", help="write the results as JSON to this file", env=False)
     add_flag(

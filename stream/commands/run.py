@@ -26,6 +26,7 @@ from stream.commands.serve import (
     add_service_flags,
     attach_load,
     service_config,
+    set_torch_threads,
     start_model_workers,
     stop_on_signals,
 )
@@ -241,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
     if args.duration:
         threading.Timer(args.duration, stop.set).start()
     try:
+        set_torch_threads(args)
         tune_gc()
         service.run(stop, max_events=len(replayed))
     finally:

@@ -93,11 +93,29 @@ def add_service_flags(p: argparse.ArgumentParser) -> None:
     add_flag(
         p, "--device", default="cpu", choices=["auto", "cpu", "cuda"], help="device for inference"
     )
+    add_flag(
+        p,
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="CPU threads for inference (0: torch's default, one per core); one keeps the "
+        "small models from competing with the Kafka client and broker for cores",
+    )
+
+
+def set_torch_threads(args: argparse.Namespace) -> None:
+    """Apply ``--torch-threads`` to the serving loop (checked in :func:`service_config`)."""
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
 
 
 def service_config(args: argparse.Namespace) -> ServeConfig:
     if args.window < 1 or args.batch_max < 1:
         raise ConfigError("--window and --batch-max must be positive")
+    if args.torch_threads < 0:
+        raise ConfigError(f"--torch-threads must be 0 or more, got {args.torch_threads}")
     return ServeConfig(
         input_topic=args.input_topic,
         output_topic=args.output_topic,
@@ -216,6 +234,7 @@ def run(args: argparse.Namespace) -> int:
         {n: s.version for n, s in slots.items()},
     )
     try:
+        set_torch_threads(args)
         tune_gc()
         stats = service.run(stop, max_events=args.max_events)
     finally:
