@@ -7,7 +7,9 @@ time step ``(k - 1) // 2`` times so the trend keeps the input length, and the
 kernel must be odd. Heads are shared across channels unless ``individual``.
 
 Here each head emits ``horizon * n_quantiles`` values per channel, so one model
-gives the median and the interval bounds at once.
+gives the median and the interval bounds at once. Decomposition and heads are all
+linear, so for inference (no gradient) they are folded into one matrix per head,
+recomputed whenever the weights change.
 
 >>> import torch
 >>> m = DLinear(seq_len=8, horizon=2, channels=3, n_quantiles=3, kernel_size=5)
@@ -76,8 +78,41 @@ class DLinear(nn.Module):
         self.trend = nn.ModuleList(nn.Linear(seq_len, out) for _ in range(n_heads))
         for head in [*self.seasonal, *self.trend]:
             head.is_output = True
+        self._folded: tuple[tuple[int, ...], torch.Tensor, torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            y = self._decomposed(x)
+        else:
+            weight, bias = self._fold()  # [n_heads, H*Q, L], [n_heads, H*Q]
+            xc = x.permute(0, 2, 1)  # [B, C, L]
+            if self.individual:
+                y = torch.einsum("bcl,col->bco", xc, weight) + bias
+            else:
+                y = xc @ weight[0].T + bias[0]  # [B, C, H*Q]
+        y = y.reshape(x.shape[0], self.channels, self.horizon, self.n_quantiles)
+        y = y.permute(0, 2, 1, 3)  # [B, H, C, Q]
+        return torch.sort(y, dim=-1).values
+
+    def _fold(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per head, the one matrix and bias the decomposition and both heads amount to."""
+        params = [*self.seasonal.parameters(), *self.trend.parameters()]
+        key = tuple(p._version for p in params) + tuple(p.data_ptr() for p in params)
+        if self._folded is None or self._folded[0] != key:
+            first = params[0]
+            eye = torch.eye(self.seq_len, dtype=first.dtype, device=first.device)
+            # the moving average of unit impulses: trend = x @ avg (time on the last axis)
+            avg = self.decomposition.moving_avg(eye.unsqueeze(-1))[..., 0]  # [L, L]
+            weights, biases = [], []
+            for s, t in zip(self.seasonal, self.trend, strict=True):
+                assert isinstance(s, nn.Linear) and isinstance(t, nn.Linear)
+                weights.append(s.weight @ (eye - avg.T) + t.weight @ avg.T)
+                biases.append(s.bias + t.bias)
+            self._folded = (key, torch.stack(weights), torch.stack(biases))
+        return self._folded[1], self._folded[2]
+
+    def _decomposed(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference computation, ``[B, C, H*Q]`` (used while training)."""
         seasonal, trend = self.decomposition(x)  # [B, L, C] each
         seasonal, trend = seasonal.permute(0, 2, 1), trend.permute(0, 2, 1)  # [B, C, L]
         if self.individual:
@@ -88,6 +123,4 @@ class DLinear(nn.Module):
             y = torch.stack(parts, dim=1)  # [B, C, H*Q]
         else:
             y = self.seasonal[0](seasonal) + self.trend[0](trend)  # [B, C, H*Q]
-        y = y.reshape(x.shape[0], self.channels, self.horizon, self.n_quantiles)
-        y = y.permute(0, 2, 1, 3)  # [B, H, C, Q]
-        return torch.sort(y, dim=-1).values
+        return y

@@ -1,0 +1,33 @@
+"""DLinear's folded inference path against its reference decomposition."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from predictor.models.dlinear import DLinear
+
+
+@pytest.mark.parametrize("individual", [False, True])
+@pytest.mark.parametrize(("seq_len", "kernel"), [(16, 1), (16, 5), (64, 25), (8, 25)])
+def test_folded_matrix_matches_the_decomposition(
+    individual: bool, seq_len: int, kernel: int
+) -> None:
+    torch.manual_seed(seq_len + kernel)
+    m = DLinear(
+        seq_len, horizon=4, channels=3, n_quantiles=3, kernel_size=kernel, individual=individual
+    )
+    for p in m.parameters():
+        torch.nn.init.normal_(p)
+    x = torch.randn(9, seq_len, 3)
+    reference = m(x)  # gradients on: the decomposition path
+    with torch.no_grad():
+        assert torch.allclose(m(x), reference, atol=1e-4)
+        for p in m.parameters():  # new weights (as a refit or a loaded state does) refold
+            p.mul_(-0.5)
+    with torch.no_grad():
+        folded = m(x)
+    assert torch.allclose(folded, m(x.requires_grad_()), atol=1e-4)
+    m.load_state_dict({k: torch.zeros_like(v) for k, v in m.state_dict().items()})
+    with torch.no_grad():
+        assert torch.count_nonzero(m(x)) == 0
