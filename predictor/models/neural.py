@@ -111,12 +111,24 @@ class WindowNorm(nn.Module):
         if self.mode == "none":
             return self.net(x)
         recent = x if self.level_len is None else x[:, -self.level_len :, :]
-        if self.mode == "median":
-            level = recent.median(dim=1, keepdim=True).values  # [B, 1, C]
-        else:
-            level = recent.mean(dim=1, keepdim=True)  # [B, 1, C]
+        median = self.mode == "median"
+        level = lower_median(recent) if median else recent.mean(dim=1, keepdim=True)  # [B, 1, C]
         out = self.net(x - level)  # [B, H, C, Q]
         return out + level.unsqueeze(-1)  # [B, 1, C, 1] broadcasts over H and Q
+
+
+def lower_median(x: torch.Tensor) -> torch.Tensor:
+    """``x.median(dim=1, keepdim=True).values`` (the lower middle value for an even count);
+    on the CPU without gradients through one partial sort in numpy, several times faster.
+
+    >>> t = torch.tensor([[[4.0], [1.0], [3.0], [2.0]]])
+    >>> lower_median(t).flatten().tolist(), torch.no_grad()(lower_median)(t).flatten().tolist()
+    ([2.0], [2.0])
+    """
+    if torch.is_grad_enabled() or x.device.type != "cpu":
+        return x.median(dim=1, keepdim=True).values
+    k = (x.shape[1] - 1) // 2
+    return torch.from_numpy(np.partition(x.numpy(), k, axis=1)[:, k : k + 1])
 
 
 def build_module(spec: NeuralSpec) -> nn.Module:

@@ -31,3 +31,15 @@ def test_folded_matrix_matches_the_decomposition(
     m.load_state_dict({k: torch.zeros_like(v) for k, v in m.state_dict().items()})
     with torch.no_grad():
         assert torch.count_nonzero(m(x)) == 0
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 64])
+def test_window_level_without_gradients_is_torchs_median(length: int) -> None:
+    from predictor.models.neural import lower_median
+
+    g = torch.Generator().manual_seed(length)
+    x = torch.randint(0, 5, (40, length, 3), generator=g).float()  # many ties
+    x[::2] = torch.randn(20, length, 3, generator=g)
+    with torch.no_grad():
+        fast = lower_median(x)
+    assert torch.equal(fast, x.median(dim=1, keepdim=True).values)
