@@ -2,7 +2,7 @@
 
 Both pipelines read the same synthetic BurstGPT-like events (:mod:`predictor.synth`)
 from the same broker, each in its own consumer group and its own process (so the
-bench's producer and measuring consumer never share an interpreter with them):
+bench's producer and its measuring consumer never share an interpreter with them):
 
 ``echo``
     a bare kafka-python consume-decode-produce loop: ``KafkaConsumer.poll`` ->
@@ -29,8 +29,9 @@ throughput
 latency
     each pipeline gets a fresh topic, and once it has joined its group the same
     events are produced at ``--rate`` events/s (as fast as possible without it) by a
-    producer thread while it consumes. A separate group-less consumer of the output
-    topic notes when each output arrives; latency = that time minus the input
+    producer thread while it consumes. A group-less consumer of the output topic, in a
+    process of its own (:mod:`stream.bench_stream_worker`), notes when each output
+    arrives (every output: three per event for serve); latency = that time minus the input
     record's Kafka timestamp (set by the producer when it sent the event, ms
     resolution), matched through the output's ``source`` partition and offset.
 peak RSS
@@ -66,8 +67,10 @@ import math
 import os
 import platform
 import queue
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -84,8 +87,6 @@ from stream.cliutil import add_flag
 
 log = logging.getLogger(__name__)
 
-#: fetch wait of the measuring consumer (tansu holds a fetch for part of it even with data)
-MEASURE_FETCH_WAIT_MS = 10
 #: models served when ``--models`` is not given
 DEFAULT_MODELS = ("lstm", "dlinear")
 TARGET_THROUGHPUT_RATIO = 0.7
@@ -398,56 +399,6 @@ class _Producer(threading.Thread):
             self.error = exc
 
 
-class _Recorder(threading.Thread):
-    """Reads an output topic from the start without a group, noting when each message
-    arrives; stops once ``expect`` messages are in (or at ``deadline``)."""
-
-    def __init__(self, kafka: Any, topic: str) -> None:
-        from kafka import KafkaConsumer, TopicPartition
-
-        super().__init__(name=f"bench-record-{topic}", daemon=True)
-        self.consumer = KafkaConsumer(
-            **kafka.client_kwargs(),
-            group_id=None,
-            enable_auto_commit=False,
-            allow_auto_create_topics=False,
-            fetch_max_wait_ms=MEASURE_FETCH_WAIT_MS,
-            # kafka-python checks CRCs in pure Python unless the crc32c package is there;
-            # serve writes about 8 times the echo's bytes, so checking would slow its
-            # measurement more than the echo's
-            check_crcs=False,
-        )
-        parts = self.consumer.partitions_for_topic(topic) or {0}
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        self.consumer.assign(tps)
-        self.consumer.seek_to_beginning(*tps)
-        self.arrivals: list[tuple[float, bytes]] = []
-        self.expect: int | None = None
-        self.deadline = math.inf
-        self.halt = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            while not self.halt.is_set() and time.monotonic() < self.deadline:
-                batches = self.consumer.poll(timeout_ms=100)
-                now = time.time()
-                for msgs in batches.values():
-                    self.arrivals.extend((now, m.value) for m in msgs)
-                if self.expect is not None and len(self.arrivals) >= self.expect:
-                    break
-        except BaseException as exc:  # reported by the caller
-            self.error = exc
-        finally:
-            self.consumer.close(autocommit=False)
-
-    def finish(self, expect: int, within_s: float) -> None:
-        self.expect, self.deadline = expect, time.monotonic() + within_s
-        self.join(within_s + 5)
-        if self.error is not None:
-            raise BenchError(f"reading outputs failed: {self.error}") from self.error
-
-
 # -- one pipeline ---------------------------------------------------------------------------
 class _Worker:
     """A pipeline process: takes its plan as JSON on stdin, reports JSON lines on stdout."""
@@ -549,13 +500,20 @@ def _run_pipeline(
     worker = _Worker(_plan(pipeline, args, kafka, phases))
     try:
         tp = worker.expect("result", "throughput", timeout)
-        recorder = _Recorder(kafka, topics.out(pipeline, "latency"))
-        recorder.start()
-        # the producer and the recorder share this interpreter: switch threads often so an
-        # arrival is noted soon after it lands
-        interval = sys.getswitchinterval()
-        sys.setswitchinterval(0.0005)
+        per_event = tp["outputs"] / max(tp["events"], 1)
+        arrivals = Path(tempfile.mkdtemp(prefix="reqcast-bench-")) / "arrivals.json"
+        recorder = _Worker(
+            {
+                "mode": "record",
+                "kafka": dataclasses.asdict(kafka),
+                "topic": topics.out(pipeline, "latency"),
+                "expect": round(n * per_event),
+                "within_s": timeout + 60.0,
+                "out": str(arrivals),
+            }
+        )
         try:
+            recorder.expect("ready", "record", 60.0)
             worker.expect("ready", "latency", 60.0)
             log.info(
                 "bench %s: latency over %d events at %s",
@@ -569,14 +527,15 @@ def _run_pipeline(
             producer.join(timeout)
             if producer.error is not None:
                 raise BenchError(f"producing events failed: {producer.error}") from producer.error
-            recorder.finish(int(lat["outputs"]), within_s=30.0)
+            received = recorder.expect("result", "record", 90.0)["received"]
         finally:
-            recorder.halt.set()
-            sys.setswitchinterval(interval)
+            recorder.close()
         final = worker.expect("result", "end", 30.0)
     finally:
         worker.close()
-    latency = _latency(kafka, topics.latency_in(pipeline), recorder.arrivals)
+    rows = json.loads(arrivals.read_text())
+    shutil.rmtree(arrivals.parent, ignore_errors=True)
+    latency = _latency(kafka, topics.latency_in(pipeline), rows, received)
     latency.update(
         {
             "rate_events_per_s": args.rate,
@@ -610,17 +569,18 @@ def _throughput(r: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _latency(kafka: Any, input_topic: str, arrivals: list[tuple[float, bytes]]) -> dict[str, Any]:
-    """Output arrival time minus the input record's timestamp, for every output received."""
+def _latency(
+    kafka: Any, input_topic: str, arrivals: list[list[Any]], received: int
+) -> dict[str, Any]:
+    """Output arrival time minus the input record's timestamp, for every output received
+    (``arrivals``: ``[arrival_s, partition, offset, model]`` from the measuring process)."""
     from stream.kafka_admin import read_all
 
     produced = {(r.partition, r.offset): r.timestamp_ms for r in read_all(kafka, input_topic, 60.0)}
     seen: set[tuple[int, int, str]] = set()
     lat_ms: list[float] = []
-    for arrived, value in arrivals:
-        msg = json.loads(value)
-        src = msg.get("source") or {}
-        key = (int(src.get("partition", -1)), int(src.get("offset", -1)), str(msg.get("model")))
+    for arrived, partition, offset, model in arrivals:
+        key = (int(partition), int(offset), str(model))
         ts = produced.get(key[:2])
         if key in seen or ts is None:
             continue  # a redelivery (at least once) or not one of ours
@@ -630,7 +590,7 @@ def _latency(kafka: Any, input_topic: str, arrivals: list[tuple[float, bytes]]) 
         raise BenchError(f"no output of {input_topic!r} could be matched to its input")
     arr = np.asarray(lat_ms)
     return {
-        "received": len(arrivals),
+        "received": received,
         "matched": len(lat_ms),
         "p50_ms": float(np.percentile(arr, 50)),
         "p90_ms": float(np.percentile(arr, 90)),

@@ -143,6 +143,10 @@ def _worker_main() -> int:
         from stream.kafka_io import KafkaConfig
 
         kafka = KafkaConfig(**plan["kafka"])
+        if plan["mode"] == "record":
+            phase = "record"
+            _emit("result", "record", **_record(plan, kafka))
+            return 0
         run_phase = (
             _echo_worker(plan, kafka) if plan["mode"] == "echo" else _serve_worker(plan, kafka)
         )
@@ -157,6 +161,56 @@ def _worker_main() -> int:
 
 
 PhaseRunner = Callable[[dict[str, Any]], dict[str, Any]]
+
+#: fetch wait of the measuring consumer (tansu holds a fetch for part of it even with data)
+MEASURE_FETCH_WAIT_MS = 10
+
+
+def _record(plan: dict[str, Any], kafka: Any) -> dict[str, Any]:
+    """The measuring consumer: reads ``plan["topic"]`` from the start without a group and
+    notes when each message arrives, until ``plan["expect"]`` are in or ``plan["within_s"]``
+    pass; then writes ``[arrival_s, partition, offset, model]`` per output to
+    ``plan["out"]``. In a process of its own, so that neither the bench's producer nor
+    the pipeline shares its interpreter (serve's three outputs per event would otherwise
+    slow its own measurement)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        **kafka.client_kwargs(),
+        group_id=None,
+        enable_auto_commit=False,
+        allow_auto_create_topics=False,
+        fetch_max_wait_ms=MEASURE_FETCH_WAIT_MS,
+        check_crcs=False,  # what is measured is arrival, not integrity
+    )
+    arrivals: list[tuple[float, bytes]] = []
+    try:
+        parts = consumer.partitions_for_topic(plan["topic"]) or {0}
+        tps = [TopicPartition(plan["topic"], p) for p in sorted(parts)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        consumer.poll(timeout_ms=0)
+        _emit("ready", "record")
+        deadline = time.monotonic() + float(plan["within_s"])
+        expect = int(plan["expect"])
+        while len(arrivals) < expect and time.monotonic() < deadline:
+            batches = consumer.poll(timeout_ms=100)
+            now = time.time()
+            for msgs in batches.values():
+                arrivals.extend((now, m.value) for m in msgs)
+    finally:
+        consumer.close(autocommit=False)
+    rows = []
+    for arrived, value in arrivals:  # parsed once the clock no longer matters
+        try:
+            msg = json.loads(value)
+            src = msg.get("source") or {}
+            rows.append([arrived, int(src["partition"]), int(src["offset"]), msg.get("model")])
+        except (ValueError, KeyError, TypeError):
+            continue
+    with open(plan["out"], "w") as f:
+        json.dump(rows, f)
+    return {"received": len(arrivals)}
 
 
 def _echo_worker(plan: dict[str, Any], kafka: Any) -> PhaseRunner:
