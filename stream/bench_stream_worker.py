@@ -278,13 +278,11 @@ def _serve_worker(plan: dict[str, Any], kafka: Any) -> PhaseRunner:
     import torch
     from prometheus_client import CollectorRegistry
 
-    from stream.kafka_admin import read_before
+    from stream.commands.serve import kafka_service
     from stream.kafka_batch import BatchKafkaSink
-    from stream.kafka_io import KafkaSource
     from stream.metrics import Metrics
     from stream.models import have_models, load_slots
-    from stream.service import ForecastService, ServeConfig, tune_gc
-    from stream.transport import Record
+    from stream.service import ServeConfig, tune_gc
 
     if plan["torch_threads"]:
         torch.set_num_threads(int(plan["torch_threads"]))
@@ -309,28 +307,15 @@ def _serve_worker(plan: dict[str, Any], kafka: Any) -> PhaseRunner:
             dlq_topic=spec["dlq"],
             batch_max=int(plan["batch_max"]),
         )
-        holder: dict[str, ForecastService] = {}
+        timed: list[_TimedSource] = []
 
-        def on_assign(partitions: list[int]) -> None:
-            holder["service"].on_assign(partitions)
+        def wrap(source: Any) -> _TimedSource:
+            timed.append(_TimedSource(source, clock))
+            return timed[0]
 
-        source = KafkaSource(
-            kafka,
-            config.input_topic,
-            spec["group"],
-            on_assign=on_assign,
-            session_timeout_ms=GROUP_SETTINGS["session_timeout_ms"],
-            heartbeat_interval_ms=GROUP_SETTINGS["heartbeat_interval_ms"],
-            max_poll_interval_ms=GROUP_SETTINGS["max_poll_interval_ms"],
+        service, source = kafka_service(
+            kafka, config, spec["group"], sink, slots, metrics, wrap, **GROUP_SETTINGS
         )
-
-        def history(partitions: list[int]) -> list[Record]:
-            ends = source.committed(partitions)
-            return read_before(kafka, config.input_topic, ends, config.window_capacity)
-
-        timed = _TimedSource(source, clock)
-        service = ForecastService(config, timed, sink, slots, metrics, history=history)
-        holder["service"] = service
         service.on_batch = lambda svc, _msgs: clock.acked(svc.stats.events)
         setattr(service, "deliver", _timed(service.deliver, "send_flush", active))  # noqa: B010
         stop = threading.Event()
@@ -345,7 +330,7 @@ def _serve_worker(plan: dict[str, Any], kafka: Any) -> PhaseRunner:
         finally:
             source.close()
         if clock.assigned is None:
-            clock.assigned = timed.assigned_at
+            clock.assigned = timed[0].assigned_at
         outputs = sum(stats.forecasts.values()) + stats.invalid
         res = clock.result(stats.events, outputs, stats.batches)
         res["torch_threads"] = torch.get_num_threads()

@@ -13,6 +13,7 @@ import argparse
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -21,12 +22,12 @@ from stream.cliutil import add_flag
 from stream.commands._refit import add_refit_flags, refit_config
 from stream.metrics import Metrics, serve_metrics
 from stream.service import ServeConfig
-from stream.transport import Record
+from stream.transport import Record, Sink, Source
 
 if TYPE_CHECKING:
     from predictor.models.base import Forecaster
     from predictor.slot import ModelSlot
-    from stream.kafka_io import KafkaConfig
+    from stream.kafka_io import KafkaConfig, KafkaSource
     from stream.load_stream import LoadForecasting
     from stream.service import ForecastService
 
@@ -179,12 +180,57 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     add_refit_flags(p)
 
 
+def kafka_service(
+    kafka: KafkaConfig,
+    config: ServeConfig,
+    group_id: str,
+    sink: Sink,
+    slots: dict[str, ModelSlot[Forecaster]],
+    metrics: Metrics,
+    wrap_source: Callable[[KafkaSource], Source] | None = None,
+    *,
+    session_timeout_ms: int,
+    heartbeat_interval_ms: int,
+    max_poll_interval_ms: int,
+) -> tuple[ForecastService, KafkaSource]:
+    """The serving loop over a member of ``group_id`` reading ``config.input_topic``, as
+    ``serve`` runs it: on every assignment the windows are rebuilt from the records just
+    before the committed offsets. ``wrap_source`` may wrap the source the loop polls."""
+    from stream.kafka_admin import read_before
+    from stream.kafka_io import KafkaSource
+    from stream.service import ForecastService
+
+    holder: dict[str, ForecastService] = {}
+
+    def on_assign(partitions: list[int]) -> None:
+        holder["service"].on_assign(partitions)
+
+    source = KafkaSource(
+        kafka,
+        config.input_topic,
+        group_id,
+        on_assign=on_assign,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=heartbeat_interval_ms,
+        max_poll_interval_ms=max_poll_interval_ms,
+    )
+
+    def history(partitions: list[int]) -> list[Record]:
+        ends = source.committed(partitions)
+        return read_before(kafka, config.input_topic, ends, config.window_capacity)
+
+    polled = wrap_source(source) if wrap_source is not None else source
+    service = ForecastService(config, polled, sink, slots, metrics, history=history)
+    holder["service"] = service
+    return service, source
+
+
 def run(args: argparse.Namespace) -> int:
-    from stream.kafka_admin import ensure_topics, read_before, wait_for_broker
+    from stream.kafka_admin import ensure_topics, wait_for_broker
     from stream.kafka_batch import BatchKafkaSink
-    from stream.kafka_io import KafkaConfig, KafkaSource
+    from stream.kafka_io import KafkaConfig
     from stream.models import have_models, load_slots
-    from stream.service import ForecastService, tune_gc
+    from stream.service import tune_gc
     from trainer.device import resolve_device
 
     config = service_config(args)
@@ -203,27 +249,17 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     stop_on_signals(stop)
     sink = BatchKafkaSink(kafka)
-    holder: dict[str, ForecastService] = {}
-
-    def on_assign(partitions: list[int]) -> None:
-        holder["service"].on_assign(partitions)
-
-    source = KafkaSource(
+    service, source = kafka_service(
         kafka,
-        config.input_topic,
+        config,
         args.group_id,
-        on_assign=on_assign,
+        sink,
+        slots,
+        metrics,
         session_timeout_ms=args.session_timeout_ms,
         heartbeat_interval_ms=max(100, args.session_timeout_ms // 3),
         max_poll_interval_ms=args.max_poll_interval_ms,
     )
-
-    def history(partitions: list[int]) -> list[Record]:
-        ends = source.committed(partitions)
-        return read_before(kafka, config.input_topic, ends, config.window_capacity)
-
-    service = ForecastService(config, source, sink, slots, metrics, history=history)
-    holder["service"] = service
     attach_load(args, service, metrics, resolve_device(args.device))
     workers = start_model_workers(args, slots, metrics, service, kafka=kafka)
     log.info(
