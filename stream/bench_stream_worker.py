@@ -320,12 +320,14 @@ def _serve_worker(plan: dict[str, Any], kafka: Any) -> PhaseRunner:
         setattr(service, "deliver", _timed(service.deliver, "send_flush", active))  # noqa: B010
         stop = threading.Event()
         try:
+            # as `reqcast serve` does, before it reads events (the full collection in it
+            # would otherwise stall the first events the bench produces)
+            tune_gc()
             if spec["ready"]:
                 while not source.assignment():
                     service.step(stop)
                 clock.assigned = time.time()
                 _emit("ready", spec["name"])
-            tune_gc()
             stats = service.run(stop, max_events=int(spec["events"]))
         finally:
             source.close()
