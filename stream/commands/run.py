@@ -185,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
             kafka, {config.input_topic: 1, config.output_topic: 1, config.dead_letter_topic: 1}
         )
         publish = KafkaSink(kafka)
-        sink = TeeSink(BatchKafkaSink(kafka), files)
+        sink = TeeSink(BatchKafkaSink(kafka, compression=args.compression), files)
         source = KafkaSource(
             kafka,
             config.input_topic,

@@ -11,7 +11,7 @@ from kafka import KafkaProducer
 from kafka.record.default_records import DefaultRecordBatch
 from kafka_proxy import TcpProxy
 
-from predictor.errors import BrokerError
+from predictor.errors import BrokerError, ConfigError
 from stream.kafka_admin import ensure_topics, read_all, wait_for_broker
 from stream.kafka_batch import BatchKafkaSink, encode_batch
 from stream.kafka_io import KafkaConfig
@@ -20,11 +20,12 @@ kafka = pytest.mark.kafka
 KEYS = [f"model-{i}".encode() for i in range(10)] + [b"", "gpt-\u00e9".encode()]
 
 
-def test_encoded_batches_read_back_with_kafka_pythons_reader() -> None:
+@pytest.mark.parametrize(("compression", "codec"), [("none", 0), ("gzip", 1)])
+def test_encoded_batches_read_back_with_kafka_pythons_reader(compression: str, codec: int) -> None:
     records = [(KEYS[i % len(KEYS)], json.dumps({"id": i}).encode() * (i % 7)) for i in range(300)]
     records.append((None, b"x" * 20_000))  # a value longer than the precomputed varints
-    batch = DefaultRecordBatch(encode_batch(records, timestamp_ms=1_730_000_000_123))
-    assert batch.validate_crc() and batch.magic == 2 and not batch.compression_type
+    batch = DefaultRecordBatch(encode_batch(records, 1_730_000_000_123, compression))
+    assert batch.validate_crc() and batch.magic == 2 and batch.compression_type == codec
     got = list(batch)
     assert [(r.key, r.value) for r in got] == records
     assert [r.offset for r in got] == list(range(len(records)))
@@ -32,12 +33,19 @@ def test_encoded_batches_read_back_with_kafka_pythons_reader() -> None:
     assert all(not r.headers for r in got)
 
 
+def test_unknown_compression_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="unknown compression 'lz5'"):
+        BatchKafkaSink(KafkaConfig("127.0.0.1:1"), compression="lz5")
+
+
 @kafka
+@pytest.mark.parametrize("compression", ["none", "gzip"])
 def test_writes_land_where_kafka_producer_puts_them(
-    kafka_config: KafkaConfig, topic_name: str
+    kafka_config: KafkaConfig, topic_name: str, compression: str
 ) -> None:
     ensure_topics(kafka_config, {topic_name: 5, topic_name + ".other": 2})
-    sink = BatchKafkaSink(kafka_config, max_batch_bytes=4_000)  # forces several requests
+    # a small limit forces several requests
+    sink = BatchKafkaSink(kafka_config, max_batch_bytes=4_000, compression=compression)
     try:
         for i in range(3_000):
             key = KEYS[i % len(KEYS)] if i % 10 else None
