@@ -83,7 +83,7 @@ import numpy as np
 from predictor.errors import ConfigError, ReqcastError
 from predictor.events import RequestEvent
 from stream.bench_stream_worker import LINE_PREFIX
-from stream.cliutil import add_flag
+from stream.cliutil import add_flag, check_torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +208,7 @@ def _check(args: argparse.Namespace) -> None:
         raise ConfigError("--batch-max must be positive")
     if args.memory_check and not 1 <= args.memory_baseline < args.memory_events:
         raise ConfigError("--memory-baseline must be at least 1 and below --memory-events")
-    if args.torch_threads < 0:
-        raise ConfigError("--torch-threads must be 0 (torch's default) or more")
+    check_torch_threads(args.torch_threads)
     if args.timeout is not None and not args.timeout > 0:
         raise ConfigError("--timeout must be positive")
     from trainer.offline import check_models

@@ -47,7 +47,7 @@ from prometheus_client import CollectorRegistry
 from predictor.errors import ConfigError
 from predictor.streams import stream_series
 from predictor.traces import iter_events
-from stream.cliutil import add_flag, add_trace_flags
+from stream.cliutil import add_flag, add_trace_flags, set_torch_threads
 from stream.commands._trace import load_from_args
 from stream.metrics import Metrics
 from stream.service import ForecastService, Message, ServeConfig
@@ -602,10 +602,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to measure: both --skip-swap and --skip-refit were given")
     if args.rate < 0 or args.events < 1 or args.refit_every_events < 1 or args.refit_events < 1:
         raise ConfigError("--events, --refit-every-events and --refit-events must be positive")
-    if args.torch_threads < 0:
-        raise ConfigError("--torch-threads must be 0 (torch's default) or more")
-    if args.torch_threads:
-        torch.set_num_threads(args.torch_threads)
+    set_torch_threads(args.torch_threads)
     report: dict[str, Any] = {
         "machine": {
             "python": platform.python_version(),

@@ -12,6 +12,8 @@ import argparse
 import os
 from typing import Any
 
+from predictor.errors import ConfigError
+
 ENV_PREFIX = "REQCAST_"
 
 
@@ -84,3 +86,18 @@ def add_trace_flags(parser: argparse.ArgumentParser, *, required: bool = False) 
         action="store_true",
         help="drop zero-token (failed) requests; by default they are kept as real traffic",
     )
+
+
+def check_torch_threads(threads: int | None) -> None:
+    """``--torch-threads``: a count of CPU threads; ``None`` or 0 keeps torch's default."""
+    if threads is not None and threads < 0:
+        raise ConfigError(f"--torch-threads must be 0 or more, got {threads}")
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """Check and apply ``--torch-threads`` (imports torch only when there is a count to set)."""
+    check_torch_threads(threads)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)

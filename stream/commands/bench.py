@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from predictor.errors import ConfigError
-from stream.cliutil import add_flag, add_trace_flags
+from stream.cliutil import add_flag, add_trace_flags, set_torch_threads
 from stream.commands._trace import load_from_args
 from trainer.backtest import NEXT_REQUEST, BacktestConfig, next_request_backtest, to_markdown
 from trainer.backtest_load import LOAD, LoadBacktestConfig, load_backtest, load_markdown
@@ -193,12 +193,7 @@ def _config(args: argparse.Namespace) -> BacktestConfig | LoadBacktestConfig:
 
 def run_accuracy(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    if args.torch_threads is not None:
-        if args.torch_threads < 1:
-            raise ConfigError(f"--torch-threads must be at least 1, got {args.torch_threads}")
-        import torch
-
-        torch.set_num_threads(args.torch_threads)
+    set_torch_threads(args.torch_threads)
     df, load, source = load_from_args(
         args,
         synth_rows=args.synthetic_rows,

@@ -19,14 +19,13 @@ from pathlib import Path
 import pandas as pd
 
 from predictor.traces import iter_events
-from stream.cliutil import add_flag, add_trace_flags
+from stream.cliutil import add_flag, add_trace_flags, set_torch_threads
 from stream.commands._refit import add_refit_flags
 from stream.commands._trace import load_from_args
 from stream.commands.serve import (
     add_service_flags,
     attach_load,
     service_config,
-    set_torch_threads,
     start_model_workers,
     stop_on_signals,
 )
@@ -242,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
     if args.duration:
         threading.Timer(args.duration, stop.set).start()
     try:
-        set_torch_threads(args)
+        set_torch_threads(args.torch_threads)
         tune_gc()
         service.run(stop, max_events=len(replayed))
     finally:

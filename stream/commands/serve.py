@@ -18,7 +18,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from predictor.errors import ConfigError
-from stream.cliutil import add_flag
+from stream.cliutil import add_flag, check_torch_threads, set_torch_threads
 from stream.commands._refit import add_refit_flags, refit_config
 from stream.metrics import Metrics, serve_metrics
 from stream.service import ServeConfig
@@ -112,19 +112,10 @@ def add_service_flags(p: argparse.ArgumentParser) -> None:
     )
 
 
-def set_torch_threads(args: argparse.Namespace) -> None:
-    """Apply ``--torch-threads`` to the serving loop (checked in :func:`service_config`)."""
-    if args.torch_threads:
-        import torch
-
-        torch.set_num_threads(args.torch_threads)
-
-
 def service_config(args: argparse.Namespace) -> ServeConfig:
     if args.window < 1 or args.batch_max < 1:
         raise ConfigError("--window and --batch-max must be positive")
-    if args.torch_threads < 0:
-        raise ConfigError(f"--torch-threads must be 0 or more, got {args.torch_threads}")
+    check_torch_threads(args.torch_threads)  # applied once the loop starts
     return ServeConfig(
         input_topic=args.input_topic,
         output_topic=args.output_topic,
@@ -278,7 +269,7 @@ def run(args: argparse.Namespace) -> int:
         {n: s.version for n, s in slots.items()},
     )
     try:
-        set_torch_threads(args)
+        set_torch_threads(args.torch_threads)
         tune_gc()
         stats = service.run(stop, max_events=args.max_events)
     finally:
