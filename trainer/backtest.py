@@ -35,6 +35,18 @@ from trainer.train import TrainConfig, train_forecaster
 NEXT_REQUEST = "next_request"
 
 
+def check_split(cfg: Any) -> None:
+    """The checks every walk-forward config (next request, load) shares: models, split
+    fractions, stream key."""
+    check_models(cfg.models)
+    if not 0.0 < cfg.train_fraction < 1.0:
+        raise ConfigError(f"train fraction must be in (0, 1), got {cfg.train_fraction}")
+    if not 0.0 < cfg.val_fraction < 1.0:
+        raise ConfigError(f"validation fraction must be in (0, 1), got {cfg.val_fraction}")
+    if cfg.stream_key not in STREAM_KEYS:
+        raise ConfigError(f"unknown stream key {cfg.stream_key!r}")
+
+
 @dataclass(frozen=True)
 class BacktestConfig:
     """How the walk-forward benchmark splits, trains and forecasts."""
@@ -51,13 +63,7 @@ class BacktestConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        check_models(self.models)
-        if not 0.0 < self.train_fraction < 1.0:
-            raise ConfigError(f"train fraction must be in (0, 1), got {self.train_fraction}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"validation fraction must be in (0, 1), got {self.val_fraction}")
-        if self.stream_key not in STREAM_KEYS:
-            raise ConfigError(f"unknown stream key {self.stream_key!r}")
+        check_split(self)
         for name in ("seq_len", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")

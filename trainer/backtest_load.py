@@ -46,9 +46,8 @@ from predictor.load import LOAD_QUANTITIES
 from predictor.models import ets
 from predictor.models.base import NOMINAL_COVERAGE, Forecaster, Prediction, rolling_predict
 from predictor.models.baselines import EWMA, LastValue, RollingMean, RollingMedian
-from predictor.streams import STREAM_KEYS, load_series
-from trainer.backtest import score, to_markdown, verdict
-from trainer.offline import check_models
+from predictor.streams import load_series
+from trainer.backtest import check_split, score, to_markdown, verdict
 from trainer.train import LOAD_PARAMS, TrainConfig, train_forecaster
 
 log = logging.getLogger(__name__)
@@ -88,17 +87,11 @@ class LoadBacktestConfig:
     ets_refit_every: int = 50
 
     def __post_init__(self) -> None:
-        check_models(self.models)
+        check_split(self)
         if not self.bin_s > 0:
             raise ConfigError(f"bin size must be positive, got {self.bin_s}")
         if not self.horizons or min(self.horizons) < 1:
             raise ConfigError(f"horizons must be whole bins >= 1, got {list(self.horizons)}")
-        if not 0.0 < self.train_fraction < 1.0:
-            raise ConfigError(f"train fraction must be in (0, 1), got {self.train_fraction}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise ConfigError(f"validation fraction must be in (0, 1), got {self.val_fraction}")
-        if self.stream_key not in STREAM_KEYS:
-            raise ConfigError(f"unknown stream key {self.stream_key!r}")
         for name in ("seq_len", "epochs", "batch_size", "patience", "conformal_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
