@@ -23,11 +23,12 @@ then alternates between them; ``tests/predictor/test_calibration.py``).
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-from predictor.models.base import NOMINAL_COVERAGE
+from predictor.load import LOAD_QUANTITIES
+from predictor.models.base import NOMINAL_COVERAGE, Prediction
 from predictor.ring import Ring
 
 
@@ -119,3 +120,47 @@ def quantile(values: np.ndarray, level: float) -> float:
     hi = min(lo + 1, len(values) - 1)
     part = np.partition(values, (lo, hi))
     return float(part[lo] + (part[hi] - part[lo]) * (pos - lo))
+
+
+def calibrate_online(
+    name: str,
+    parts: Sequence[tuple[np.ndarray, int, Prediction]],
+    horizons: Sequence[int],
+    conformal: OnlineConformal,
+) -> list[Prediction]:
+    """The published (calibrated) intervals of ``name``'s forecasts, replayed in time order.
+
+    ``parts`` holds per stream its bins, first origin and raw forecasts. At each bin
+    ``t`` (streams in turn) the forecasts that targeted ``t`` are scored into
+    ``conformal`` first, then the forecast made at ``t`` is widened by the current
+    widening. Horizons not in ``horizons`` keep their raw interval.
+    """
+    lowers = [p.lower.copy() for _, _, p in parts]
+    uppers = [p.upper.copy() for _, _, p in parts]
+    first = min(start for _, start, _ in parts)
+    last = max(start + len(p) for _, start, p in parts)
+    for t in range(first, last):
+        for k, (series, start, pred) in enumerate(parts):
+            i = t - start
+            if not 0 <= i < len(pred):
+                continue
+            for h in horizons:  # bin t is known: score the forecasts that targeted it
+                j = i - h
+                if j < 0:
+                    continue
+                for c, q in enumerate(LOAD_QUANTITIES):
+                    conformal.update(
+                        (name, q, h),
+                        series[t, c : c + 1],
+                        pred.lower[j, h - 1, c : c + 1],
+                        pred.upper[j, h - 1, c : c + 1],
+                    )
+            for h in horizons:
+                w = np.array([conformal.widen((name, q, h)) for q in LOAD_QUANTITIES])
+                lo, hi = widen_interval(
+                    pred.point[i, h - 1], pred.lower[i, h - 1], pred.upper[i, h - 1], w
+                )
+                lowers[k][i, h - 1], uppers[k][i, h - 1] = lo, hi
+    return [
+        Prediction(p.point, lo, hi) for (_, _, p), lo, hi in zip(parts, lowers, uppers, strict=True)
+    ]

@@ -19,11 +19,17 @@ from typing import Any
 
 import numpy as np
 
-from predictor.calibration import PRIME_BINS, STEP_BINS, OnlineConformal, widen_interval
+from predictor.calibration import (
+    PRIME_BINS,
+    STEP_BINS,
+    OnlineConformal,
+    calibrate_online,
+    widen_interval,
+)
 from predictor.events import RequestEvent
 from predictor.features import pad_window
 from predictor.load import LOAD_QUANTITIES, LoadBins
-from predictor.models.base import Forecaster
+from predictor.models.base import Forecaster, Prediction
 from predictor.scoring import RollingScores
 from predictor.slot import ModelSlot
 from stream.metrics import Metrics
@@ -116,24 +122,16 @@ class LoadForecasting:
         scored = 0
         for stream in self.bins.streams():
             history = self.bins.history(stream)
-            origins = list(range(max(0, len(history) - 1 - bins), len(history) - 1))
-            if not origins:
+            start = max(0, len(history) - 1 - bins)
+            if start >= len(history) - 1:
                 continue
-            preds = self._predict([history[: t + 1] for t in origins])
+            # forecasts after each of those bins (the last one targets the open bin)
+            preds = self._predict([history[: t + 1] for t in range(start, len(history))])
             for name, batch in preds.items():
-                for i, t in enumerate(origins):
-                    for h in self.config.horizons:
-                        if h > batch.forecaster.horizon or t + h >= len(history):
-                            continue
-                        actual = history[t + h]
-                        for c, q in enumerate(LOAD_QUANTITIES):
-                            self.conformal.update(
-                                (name, q, h),
-                                actual[c : c + 1],
-                                batch.lower[i, h - 1, c : c + 1],
-                                batch.upper[i, h - 1, c : c + 1],
-                            )
-                        scored += 1
+                horizons = [h for h in self.config.horizons if h <= batch.forecaster.horizon]
+                raw = Prediction(batch.point, batch.lower, batch.upper)
+                calibrate_online(name, [(history, start, raw)], horizons, self.conformal)
+                scored += sum(max(0, len(history) - start - h) for h in horizons)
         return scored
 
     def process(self, valid: list[tuple[RequestEvent, Record]]) -> list[Message]:

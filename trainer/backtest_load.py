@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from predictor.calibration import PRIME_BINS, STEP_BINS, OnlineConformal, widen_interval
+from predictor.calibration import PRIME_BINS, STEP_BINS, OnlineConformal, calibrate_online
 from predictor.errors import ConfigError, TrainingError
 from predictor.load import LOAD_QUANTITIES
 from predictor.models import ets
@@ -145,50 +145,6 @@ def raw_forecasts(fc: Any, series: np.ndarray, start: int) -> Prediction:
     pred = custom(series, start) if custom is not None else rolling_predict(fc, series, start)
     t = len(series) - 1 - start  # the forecast after the last bin has no outcome
     return Prediction(pred.point[:t], pred.lower[:t], pred.upper[:t])
-
-
-def calibrate_online(
-    name: str,
-    parts: Sequence[tuple[np.ndarray, int, Prediction]],
-    horizons: Sequence[int],
-    conformal: OnlineConformal,
-) -> list[Prediction]:
-    """The published (calibrated) intervals of ``name``'s forecasts, replayed in time order.
-
-    ``parts`` holds per stream its bins, first origin and raw forecasts. At each bin
-    ``t`` (streams in turn) the forecasts that targeted ``t`` are scored into
-    ``conformal`` first, then the forecast made at ``t`` is widened by the current
-    widening. Horizons not in ``horizons`` keep their raw interval.
-    """
-    lowers = [p.lower.copy() for _, _, p in parts]
-    uppers = [p.upper.copy() for _, _, p in parts]
-    first = min(start for _, start, _ in parts)
-    last = max(start + len(p) for _, start, p in parts)
-    for t in range(first, last):
-        for k, (series, start, pred) in enumerate(parts):
-            i = t - start
-            if not 0 <= i < len(pred):
-                continue
-            for h in horizons:  # bin t is known: score the forecasts that targeted it
-                j = i - h
-                if j < 0:
-                    continue
-                for c, q in enumerate(LOAD_QUANTITIES):
-                    conformal.update(
-                        (name, q, h),
-                        series[t, c : c + 1],
-                        pred.lower[j, h - 1, c : c + 1],
-                        pred.upper[j, h - 1, c : c + 1],
-                    )
-            for h in horizons:
-                w = np.array([conformal.widen((name, q, h)) for q in LOAD_QUANTITIES])
-                lo, hi = widen_interval(
-                    pred.point[i, h - 1], pred.lower[i, h - 1], pred.upper[i, h - 1], w
-                )
-                lowers[k][i, h - 1], uppers[k][i, h - 1] = lo, hi
-    return [
-        Prediction(p.point, lo, hi) for (_, _, p), lo, hi in zip(parts, lowers, uppers, strict=True)
-    ]
 
 
 def evaluate(
