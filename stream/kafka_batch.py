@@ -253,21 +253,25 @@ class BatchKafkaSink:
         failed: dict[TopicPartition, list[tuple[bytes | None, bytes]]] = {}
         fatal: str | None = None
         chunks = {tp: list(_chunks(recs, self._max_batch_bytes)) for tp, recs in todo.items()}
+
+        def unwritten(tp: TopicPartition, r: int) -> list[tuple[bytes | None, bytes]]:
+            return [rec for run in chunks[tp][r:] for rec in run]
+
         ts = int(time.time() * 1000)
         for r in range(max(len(c) for c in chunks.values())):
             requests: dict[int, dict[str, list[Any]]] = {}
-            sent: dict[int, list[tuple[TopicPartition, list[tuple[bytes | None, bytes]]]]] = {}
+            sent: dict[int, list[TopicPartition]] = {}
             for tp, runs in chunks.items():
                 if r >= len(runs) or tp in failed:
                     continue
                 leader = self._client.cluster.leader_for_partition(tp)
                 if leader is None or leader < 0:
-                    failed[tp] = [rec for run in runs[r:] for rec in run]
+                    failed[tp] = unwritten(tp, r)
                     continue
                 batch = encode_batch(runs[r], ts, self._compression)
                 data = _PartitionData(index=tp.partition, records=batch)
                 requests.setdefault(leader, {}).setdefault(tp.topic, []).append(data)
-                sent.setdefault(leader, []).append((tp, [rec for run in runs[r:] for rec in run]))
+                sent.setdefault(leader, []).append(tp)
             futures = {
                 node: self._client.send(
                     node,
@@ -286,13 +290,12 @@ class BatchKafkaSink:
                 left_ms = max(0.0, (deadline - time.monotonic()) * 1000)
                 if not future.is_done:
                     self._client.poll(timeout_ms=left_ms, future=future)
-                rest = dict(sent[node])
                 if not future.is_done or future.failed():
                     why = future.exception if future.is_done else "timed out"
                     log.debug("produce request to node %s failed: %s", node, why)
                     if future.is_done and not getattr(future.exception, "retriable", True):
                         fatal = fatal or str(future.exception)
-                    failed.update(rest)
+                    failed.update((tp, unwritten(tp, r)) for tp in sent[node])
                     continue
                 for topic_response in future.value.responses:
                     for pr in topic_response.partition_responses:
@@ -302,7 +305,7 @@ class BatchKafkaSink:
                         err = for_code(pr.error_code)
                         if not err.retriable:
                             fatal = fatal or f"{err.__name__} on {tp.topic}[{tp.partition}]"
-                        failed[tp] = rest[tp]
+                        failed[tp] = unwritten(tp, r)
         return failed, fatal
 
     def _refresh_metadata(self, backoff_s: float) -> None:
