@@ -6,7 +6,7 @@ accumulator, per-record encoding), several times the cost of everything else the
 service does per forecast. :class:`BatchKafkaSink` keeps the records of a micro-batch
 in a list and, on :meth:`~BatchKafkaSink.flush`, encodes them straight into Kafka's
 record-batch format (magic 2, uncompressed) and sends one ``Produce`` request per
-leader with ``acks=all``: about 3 µs a record. Connections, security settings,
+leader with ``acks=all``: about 3.5 µs a record. Connections, security settings,
 metadata and API versions are kafka-python's (its network client); partitions follow
 Kafka's default partitioner (murmur2 of the key), so a stream's forecasts land where
 ``KafkaProducer`` would put them.
