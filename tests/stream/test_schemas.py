@@ -9,6 +9,7 @@ from pathlib import Path
 import jsonschema
 import numpy as np
 import pytest
+import torch
 
 from predictor.events import RequestEvent
 from predictor.features import Scaler
@@ -172,3 +173,35 @@ def _flatten(obj: object, prefix: str = "") -> dict[str, object]:
             k: v for j, val in enumerate(obj) for k, v in _flatten(val, f"{prefix}{j}.").items()
         }
     return {prefix.rstrip("."): obj}
+
+
+def test_non_finite_forecasts_still_get_a_message() -> None:
+    """A model whose output is not finite (the template formats finite values only) still
+    publishes one message per event, through ``to_dict``, with the same keys."""
+    from prometheus_client import CollectorRegistry
+
+    broker = MemoryBroker()
+    broker.create_topic("in", 1)
+    for i in range(5):
+        ev = RequestEvent(float(i), 10 + i, 3, "ChatGPT")
+        broker.sink().send("in", b"ChatGPT", json.dumps(ev.to_dict()).encode())
+    broken = tiny("dlinear")
+    with torch.no_grad():
+        next(broken.module.parameters()).fill_(float("nan"))
+    slot: ModelSlot = ModelSlot("dlinear")
+    slot.offer(broken, 1)
+    service = ForecastService(
+        ServeConfig("in", "out"),
+        broker.source("in", "g"),
+        broker.sink(),
+        {"dlinear": slot},
+        Metrics(CollectorRegistry()),
+    )
+    service.run(threading.Event(), max_events=5)
+    values = [r.value for r in broker.records("out")]
+    assert len(values) == 5 and all(b"NaN" in v for v in values)
+    fine = NextRequestEncoder("dlinear", 1, None, 0.0).encode(
+        "ChatGPT", 0.0, 0, 0, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (2.0, 2.0, 2.0), True
+    )
+    assert all(json.loads(v).keys() == json.loads(fine).keys() for v in values)
+    assert [json.loads(v)["source"]["offset"] for v in values] == list(range(5))
