@@ -102,6 +102,28 @@ def _optional_str(obj: Mapping[str, Any], name: str) -> str | None:
 
 def parse_event(obj: Any) -> RequestEvent:
     """Validate a decoded JSON value and build the event, or raise :class:`InvalidEvent`."""
+    if type(obj) is dict:
+        # the shape nearly every event has (a JSON object, integer token counts, string or
+        # null labels), checked in one go; anything else takes the field-by-field path
+        # below, which also names what is wrong
+        ts, req, resp = obj.get("timestamp"), obj.get("request_tokens"), obj.get("response_tokens")
+        model, log_type, session = obj.get("model"), obj.get("log_type"), obj.get("session_id")
+        if (
+            (type(ts) is float or type(ts) is int)
+            and 0 <= ts < MAX_TIMESTAMP_S  # false for NaN
+            and type(req) is int
+            and type(resp) is int
+            and 0 <= req <= MAX_TOKENS
+            and 0 <= resp <= MAX_TOKENS
+            and (model is None or type(model) is str)
+            and (log_type is None or type(log_type) is str)
+            and (session is None or type(session) is str)
+        ):
+            return RequestEvent(float(ts), req, resp, model, log_type, session)
+    return _parse_checked(obj)
+
+
+def _parse_checked(obj: Any) -> RequestEvent:
     if not isinstance(obj, Mapping):
         raise InvalidEvent("not_an_object", type(obj).__name__)
     ts = _number(obj, "timestamp")
