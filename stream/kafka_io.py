@@ -15,6 +15,7 @@ with the original chained.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import threading
 import time
@@ -32,6 +33,8 @@ from stream.transport import AssignCallback, Record
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+log = logging.getLogger(__name__)
+
 USERNAME_ENV = env_name("--sasl-username")
 PASSWORD_ENV = env_name("--sasl-password")
 
@@ -241,11 +244,15 @@ class KafkaSource:
         max_poll_interval_ms: int = 300_000,
         session_timeout_ms: int = 10_000,
         heartbeat_interval_ms: int = 3_000,
+        async_commits: bool = False,
         **consumer_overrides: Any,
     ) -> None:
         if heartbeat_interval_ms >= session_timeout_ms:
             raise ConfigError("heartbeat_interval_ms must be below session_timeout_ms")
         self.topic, self.group_id = topic, group_id
+        self._async_commits = async_commits
+        self._commit_error: BaseException | None = None
+        self._last_commit: dict[TopicPartition, OffsetAndMetadata] | None = None
         self._on_assign = on_assign
         self._reset = auto_offset_reset
         self._servers = config.bootstrap_servers
@@ -299,7 +306,17 @@ class KafkaSource:
         return {tp.partition: int(off) for tp, off in found.items()}
 
     def commit(self, offsets: dict[int, int]) -> None:
-        """Synchronously commit exactly ``offsets`` (partition -> next offset to read)."""
+        """Commit exactly ``offsets`` (partition -> next offset to read).
+
+        Synchronously by default. With ``async_commits`` the request is sent and the call
+        returns at once (the broker applies a member's commits in order; polls complete
+        them); a commit that failed is raised as :class:`BrokerError` by the next call (a
+        later commit covers its offsets), and :meth:`close` commits the last offsets
+        synchronously before leaving the group."""
+        with self._lock:
+            failed, self._commit_error = self._commit_error, None
+        if failed is not None:
+            raise BrokerError(f"an earlier commit for group {self.group_id!r} failed: {failed}")
         if not offsets:
             return
         payload = {
@@ -307,12 +324,21 @@ class KafkaSource:
             for p, off in offsets.items()
         }
         try:
-            self._consumer.commit(offsets=payload)
+            if self._async_commits:
+                self._last_commit = payload
+                self._consumer.commit_async(offsets=payload, callback=self._on_commit)
+            else:
+                self._consumer.commit(offsets=payload)
         except KafkaError as e:
             raise BrokerError(
                 f"committing {sorted(offsets.items())} of {self.topic!r} for group "
                 f"{self.group_id!r}: {e}"
             ) from e
+
+    def _on_commit(self, offsets: Any, response: Any) -> None:
+        if isinstance(response, BaseException):
+            with self._lock:
+                self._commit_error = response
 
     def assignment(self) -> list[int]:
         return sorted(tp.partition for tp in self._consumer.assignment() if tp.topic == self.topic)
@@ -345,6 +371,12 @@ class KafkaSource:
             return None
 
     def close(self) -> None:
+        last, self._last_commit = self._last_commit, None
+        if last is not None:
+            try:  # waits for the asynchronous commits sent before it
+                self._consumer.commit(offsets=last)
+            except KafkaError as e:  # partitions moved on: their new owner resumes earlier
+                log.warning("last commit for group %r on close failed: %s", self.group_id, e)
         try:
             self._consumer.close(autocommit=False)
         except KafkaError as e:

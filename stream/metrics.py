@@ -7,6 +7,10 @@ Names carry the ``reqcast_`` prefix and base units; labels are low-cardinality
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator, Sequence
+
+import numpy as np
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -16,8 +20,57 @@ from prometheus_client import (
     Info,
     start_http_server,
 )
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.utils import floatToGoString
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class BatchHistogram:
+    """A histogram without labels that takes a micro-batch's observations in one call.
+
+    ``prometheus_client.Histogram.observe`` costs about 1.3 µs a value; the serving loop
+    observes every event's latency, so it hands over the batch's array instead. Exposed
+    exactly as a ``Histogram`` with the same buckets (``_bucket``, ``_count``, ``_sum``).
+
+    >>> from prometheus_client import generate_latest
+    >>> r = CollectorRegistry()
+    >>> h = BatchHistogram("x_seconds", "Example", (0.1, 1.0), r)
+    >>> h.observe_many(np.array([0.05, 0.1, 0.5, 3.0]))
+    >>> [line for line in generate_latest(r).decode().splitlines() if "_bucket" in line]
+    ['x_seconds_bucket{le="0.1"} 2.0', 'x_seconds_bucket{le="1.0"} 3.0', 'x_seconds_bucket{le="+Inf"} 4.0']
+    """
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self._name, self._doc = name, documentation
+        self._bounds = np.array([*sorted(float(b) for b in buckets), np.inf])
+        self._counts = np.zeros(len(self._bounds), dtype=np.int64)
+        self._sum = 0.0
+        self._lock = threading.Lock()  # scrapes read from the HTTP server's thread
+        registry.register(self)
+
+    def observe_many(self, values: np.ndarray) -> None:
+        """Count each value in the first bucket whose bound is at least the value."""
+        if not len(values):
+            return
+        counts = np.bincount(np.searchsorted(self._bounds, values), minlength=len(self._bounds))
+        with self._lock:
+            self._counts += counts[: len(self._bounds)]  # NaN sorts past +Inf: not counted
+            self._sum += float(values[~np.isnan(values)].sum())
+
+    def observe(self, value: float) -> None:
+        self.observe_many(np.array([value], dtype=np.float64))
+
+    def describe(self) -> list[Metric]:
+        return [HistogramMetricFamily(self._name, self._doc)]
+
+    def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            cumulative, total = np.cumsum(self._counts).tolist(), self._sum
+        buckets = [(floatToGoString(b), c) for b, c in zip(self._bounds, cumulative, strict=True)]
+        yield HistogramMetricFamily(self._name, self._doc, buckets=buckets, sum_value=total)
 
 
 class Metrics:
@@ -44,11 +97,11 @@ class Metrics:
             ["model", "kind"],
             registry=r,
         )
-        self.latency = Histogram(
+        self.latency = BatchHistogram(
             "reqcast_event_to_forecast_latency_seconds",
             "Time from an event's broker timestamp to the acknowledgement of its forecasts",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+            LATENCY_BUCKETS,
+            r,
         )
         self.batch_size = Histogram(
             "reqcast_batch_events",

@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +91,37 @@ class _Output:
         )
 
 
+def _best_of(picked: list[_Output]) -> _Output:
+    """Column ``c`` (quantity) of every array from ``picked[c]``: the model chosen for it."""
+
+    def pick(attr: str) -> np.ndarray:
+        return np.stack([getattr(o, attr)[:, c] for c, o in enumerate(picked)], axis=-1)
+
+    return _Output(
+        max(o.version for o in picked),
+        pick("point"),
+        pick("lower"),
+        pick("upper"),
+        pick("raw_lower"),
+        pick("raw_upper"),
+        np.all([o.warm for o in picked], axis=0),
+        None,
+    )
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """A micro-batch's valid events as the models see them: grouped by stream."""
+
+    valid: list[tuple[RequestEvent, Record]]
+    streams: list[str]
+    names: list[str]  # the stream of each event
+    order: list[int]  # event indexes, stream by stream (the models' row order)
+    bounds: list[int]  # rows bounds[k]:bounds[k+1] are streams[k]'s
+    actual: np.ndarray  # [n, 3] each row's own gap and tokens
+    now: float
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """What the serving loop needs besides its ports."""
@@ -150,6 +182,9 @@ class ForecastService:
         #: last forecast per (stream, model), waiting for the stream's next event to score it
         self._pending: dict[tuple[str, str], tuple[np.ndarray, ...]] = {}
         self._assigned: list[int] | None = None
+        #: seconds per window of each model's predict, a moving average (see _forecast)
+        self._cost: dict[str, float] = {}
+        self._inference: ThreadPoolExecutor | None = None
         self.on_batch: Callable[[ForecastService, list[Message]], None] | None = None
         #: called with each batch's valid events (the refit worker's buffer); must not block
         self.observers: list[Callable[[list[RequestEvent]], None]] = []
@@ -263,100 +298,110 @@ class ForecastService:
         events = [ev for ev, _ in valid]
         per_stream = self._update_windows(events)
         streams = list(per_stream)
+        batch = _Batch(
+            valid=valid,
+            streams=streams,
+            names=[ev.stream_key(self.config.stream_key) for ev in events],
+            order=[i for s in streams for i in per_stream[s][0]],
+            bounds=np.cumsum([0] + [len(per_stream[s][0]) for s in streams]).tolist(),
+            actual=np.concatenate([per_stream[s][3] for s in streams]),  # [n, 3] the events' rows
+            now=time.time(),
+        )
         all_wins = np.concatenate([per_stream[s][1] for s in streams])  # [n, L_max, 3]
         all_have = np.concatenate([per_stream[s][2] for s in streams])
-        actual = np.concatenate([per_stream[s][3] for s in streams])  # [n, 3] the events' own rows
-        order = [i for s in streams for i in per_stream[s][0]]
-        bounds = np.cumsum([0] + [len(per_stream[s][0]) for s in streams])
+        models = [(n, cur) for n, slot in self.slots.items() if (cur := slot.current()) is not None]
+        # `best` follows the rolling error before this batch's forecasts are scored
+        best = [self.scores.best(q, [n for n, _ in models]) for q in QUANTITIES]
+        # the costliest model (per window, as measured) runs on the inference thread while
+        # this one runs and publishes the others: torch releases the GIL while it computes
+        models.sort(key=lambda m: -self._cost.get(m[0], 0.0))
+        background = None
+        if len(models) > 1:
+            if self._inference is None:
+                self._inference = ThreadPoolExecutor(1, thread_name_prefix="inference")
+            background = self._inference.submit(self._predict, *models[0], all_wins, all_have)
         outputs: dict[str, _Output] = {}
-        for name, slot in self.slots.items():
-            loaded = slot.current()
-            if loaded is None:
-                continue
-            fc = loaded.forecaster
-            pred = fc.predict(all_wins[:, all_wins.shape[1] - fc.seq_len :, :])
-            point, lo, hi = pred.point[:, 0, :], pred.lower[:, 0, :], pred.upper[:, 0, :]  # [n, 3]
-            widen = np.array([self.conformal.widen((name, q)) for q in QUANTITIES])
-            clo, chi = widen_interval(point, lo, hi, widen)
-            outputs[name] = _Output(
-                loaded.version, point, clo, chi, lo, hi, all_have >= fc.seq_len, fc
-            )
-        if self.config.publish_best and len(outputs) > 1:
-            outputs["best"] = self._best(outputs)
-        now = time.time()
         messages: list[Message] = []
-        topic = self.config.output_topic
-        names = [ev.stream_key(self.config.stream_key) for ev in events]  # stream of each event
-        keys = {stream: stream.encode() for stream in streams}
-        for name, out in outputs.items():
-            for k, stream in enumerate(streams):
-                a, b = bounds[k], bounds[k + 1]
-                self._score(stream, name, actual[a:b], out.slice(a, b))
-            confidence = self.scores.model_coverage(name)
-            if confidence is None:
-                confidence = getattr(out.forecaster, "confidence", None)
-            conf = None if confidence is None else round(confidence, 4)
-            # Python floats and bools once per batch: indexing numpy per value costs more
-            point, lower, upper = out.point.tolist(), out.lower.tolist(), out.upper.tolist()
-            warm = out.warm.tolist()
-            finite = np.isfinite(out.point).all(axis=1) & np.isfinite(out.lower).all(axis=1)
-            finite &= np.isfinite(out.upper).all(axis=1)
-            encoder = NextRequestEncoder(name, out.version, conf, now)
-            for j, i in enumerate(order):
-                ev, rec = valid[i]
-                p, lo, hi = point[j], lower[j], upper[j]
-                if finite[j]:
-                    raw = encoder.encode(
-                        names[i], ev.timestamp_s, rec.partition, rec.offset, p, lo, hi, warm[j]
-                    )
-                else:  # JSON has no NaN: to_dict keeps what json.dumps makes of it
-                    f = NextRequestForecast(
-                        stream=names[i],
-                        model=name,
-                        model_version=out.version,
-                        event_timestamp_s=ev.timestamp_s,
-                        gap_s=p[0],
-                        gap_interval_s=(lo[0], hi[0]),
-                        request_tokens=p[1],
-                        request_tokens_interval=(lo[1], hi[1]),
-                        response_tokens=p[2],
-                        response_tokens_interval=(lo[2], hi[2]),
-                        confidence=conf,
-                        warm=bool(warm[j]),
-                        source_partition=rec.partition,
-                        source_offset=rec.offset,
-                        produced_at_s=now,
-                    )
-                    raw = _encode_json(f.to_dict()).encode()
-                messages.append((topic, keys[names[i]], raw))
-            self.metrics.forecasts.labels(name, "next_request").inc(len(order))
-            self.stats.forecasts[name] = self.stats.forecasts.get(name, 0) + len(order)
-            for k, stream in enumerate(streams):
-                j = bounds[k + 1] - 1  # the stream's newest forecast
-                ev = events[order[j]]
-                self._export_latest(
-                    stream, name, ev.timestamp_s, out.point[j], out.lower[j], out.upper[j]
-                )
+        for name, loaded in models[1:] if background is not None else models:
+            outputs[name] = self._predict(name, loaded, all_wins, all_have)
+            messages += self._publish(name, outputs[name], batch)
+        if background is not None:
+            name = models[0][0]
+            outputs[name] = background.result()
+            messages += self._publish(name, outputs[name], batch)
+        if self.config.publish_best and len(outputs) > 1:
+            names = [n for n, _ in models]
+            picked = [outputs[b if b is not None else names[0]] for b in best]
+            messages += self._publish("best", _best_of(picked), batch)
         return messages
 
-    def _best(self, outputs: dict[str, _Output]) -> _Output:
-        """Per quantity, the forecasts of the model with the lowest rolling MAE."""
-        names = list(outputs)
-        cols = [outputs[self.scores.best(q, names) or names[0]] for q in QUANTITIES]
+    def _predict(self, name: str, loaded: Any, wins: np.ndarray, have: np.ndarray) -> _Output:
+        """One model's calibrated forecasts for a batch's windows (rows in stream order)."""
+        fc = loaded.forecaster
+        t0 = time.perf_counter()
+        pred = fc.predict(wins[:, wins.shape[1] - fc.seq_len :, :])
+        per_window = (time.perf_counter() - t0) / max(len(wins), 1)
+        self._cost[name] = 0.8 * self._cost.get(name, per_window) + 0.2 * per_window
+        point, lo, hi = pred.point[:, 0, :], pred.lower[:, 0, :], pred.upper[:, 0, :]  # [n, 3]
+        widen = np.array([self.conformal.widen((name, q)) for q in QUANTITIES])
+        clo, chi = widen_interval(point, lo, hi, widen)
+        return _Output(loaded.version, point, clo, chi, lo, hi, have >= fc.seq_len, fc)
 
-        def pick(attr: str) -> np.ndarray:
-            return np.stack([getattr(o, attr)[:, c] for c, o in enumerate(cols)], axis=-1)
-
-        return _Output(
-            max(o.version for o in outputs.values()),
-            pick("point"),
-            pick("lower"),
-            pick("upper"),
-            pick("raw_lower"),
-            pick("raw_upper"),
-            np.all([o.warm for o in cols], axis=0),
-            None,
-        )
+    def _publish(self, name: str, out: _Output, batch: _Batch) -> list[Message]:
+        """Score ``name``'s forecasts whose targets are in the batch, and encode them all."""
+        streams, bounds, order, names = batch.streams, batch.bounds, batch.order, batch.names
+        for k, stream in enumerate(streams):
+            a, b = bounds[k], bounds[k + 1]
+            self._score(stream, name, batch.actual[a:b], out.slice(a, b))
+        confidence = self.scores.model_coverage(name)
+        if confidence is None:
+            confidence = getattr(out.forecaster, "confidence", None)
+        conf = None if confidence is None else round(confidence, 4)
+        # Python floats and bools once per batch: indexing numpy per value costs more
+        point, lower, upper = out.point.tolist(), out.lower.tolist(), out.upper.tolist()
+        warm = out.warm.tolist()
+        finite = np.isfinite(out.point).all(axis=1) & np.isfinite(out.lower).all(axis=1)
+        finite &= np.isfinite(out.upper).all(axis=1)
+        encoder = NextRequestEncoder(name, out.version, conf, batch.now)
+        topic = self.config.output_topic
+        keys = {stream: stream.encode() for stream in streams}
+        messages: list[Message] = []
+        for j, i in enumerate(order):
+            ev, rec = batch.valid[i]
+            p, lo, hi = point[j], lower[j], upper[j]
+            if finite[j]:
+                raw = encoder.encode(
+                    names[i], ev.timestamp_s, rec.partition, rec.offset, p, lo, hi, warm[j]
+                )
+            else:  # JSON has no NaN: to_dict keeps what json.dumps makes of it
+                f = NextRequestForecast(
+                    stream=names[i],
+                    model=name,
+                    model_version=out.version,
+                    event_timestamp_s=ev.timestamp_s,
+                    gap_s=p[0],
+                    gap_interval_s=(lo[0], hi[0]),
+                    request_tokens=p[1],
+                    request_tokens_interval=(lo[1], hi[1]),
+                    response_tokens=p[2],
+                    response_tokens_interval=(lo[2], hi[2]),
+                    confidence=conf,
+                    warm=bool(warm[j]),
+                    source_partition=rec.partition,
+                    source_offset=rec.offset,
+                    produced_at_s=batch.now,
+                )
+                raw = _encode_json(f.to_dict()).encode()
+            messages.append((topic, keys[names[i]], raw))
+        self.metrics.forecasts.labels(name, "next_request").inc(len(order))
+        self.stats.forecasts[name] = self.stats.forecasts.get(name, 0) + len(order)
+        for k, stream in enumerate(streams):
+            j = bounds[k + 1] - 1  # the stream's newest forecast
+            ev = batch.valid[order[j]][0]
+            self._export_latest(
+                stream, name, ev.timestamp_s, out.point[j], out.lower[j], out.upper[j]
+            )
+        return messages
 
     def _score(self, stream: str, model: str, actual: np.ndarray, out: _Output) -> None:
         """Score the forecasts whose target (the stream's next event) is in this batch."""
@@ -447,10 +492,9 @@ class ForecastService:
         messages, offsets = self.process(records)
         if not self.deliver(messages, stop):
             return 0
-        acked = time.time()
-        for rec in records:
-            if rec.timestamp_ms:
-                self.metrics.latency.observe(max(0.0, acked - rec.timestamp_ms / 1000.0))
+        stamps = np.array([rec.timestamp_ms or np.nan for rec in records], dtype=np.float64)
+        stamps = stamps[~np.isnan(stamps)]
+        self.metrics.latency.observe_many(np.maximum(time.time() - stamps / 1000.0, 0.0))
         self._commit(offsets)
         self.stats.batches += 1
         self.metrics.batch_size.observe(len(records))

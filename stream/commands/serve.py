@@ -212,6 +212,7 @@ def kafka_service(
         session_timeout_ms=session_timeout_ms,
         heartbeat_interval_ms=heartbeat_interval_ms,
         max_poll_interval_ms=max_poll_interval_ms,
+        async_commits=True,  # forecasts are acknowledged before; see KafkaSource.commit
     )
 
     def history(partitions: list[int]) -> list[Record]:
