@@ -14,6 +14,7 @@ from collections import defaultdict
 from typing import Any
 
 import pytest
+from kafka.errors import CommitFailedError
 from kafka_proxy import TcpProxy
 
 from predictor.errors import BrokerError, ConfigError
@@ -137,15 +138,20 @@ def test_an_on_assign_error_comes_out_of_poll(kafka_config: KafkaConfig, topic_n
 
 
 @kafka
+@pytest.mark.parametrize("async_commits", [False, True], ids=["sync", "async"])
 def test_new_member_resumes_after_committed_offsets(
-    kafka_config: KafkaConfig, topic_name: str
+    kafka_config: KafkaConfig, topic_name: str, async_commits: bool
 ) -> None:
     ensure_topics(kafka_config, {topic_name: 3})
     _produce(kafka_config, topic_name, range(90))
-    first = KafkaSource(kafka_config, topic_name, "g-resume", **FAST_GROUP)
+    first = KafkaSource(
+        kafka_config, topic_name, "g-resume", async_commits=async_commits, **FAST_GROUP
+    )
     try:
         got = _poll_until(first, 90)
         ends = {r.partition: r.offset + 1 for r in got}
+        for p, end in ends.items():  # one commit per partition step, the last must win
+            first.commit({p: end // 4})
         committed = {p: end // 2 for p, end in ends.items()}
         first.commit(committed)
         first.commit({})
@@ -309,3 +315,24 @@ def test_producer_rides_out_an_outage_without_loss_or_duplicates(
         sink.close()
     ids = _ids(read_all(config, topic_name, timeout_s=10))
     assert len(ids) == sent and sorted(ids) == list(range(sent))
+
+
+@kafka
+def test_a_failed_asynchronous_commit_comes_out_of_the_next_commit(
+    kafka_config: KafkaConfig, topic_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ensure_topics(kafka_config, {topic_name: 1})
+    source = KafkaSource(kafka_config, topic_name, "g-async-fail", async_commits=True, **FAST_GROUP)
+    try:
+
+        def failing(offsets: Any, callback: Any) -> None:
+            callback(offsets, CommitFailedError("the group rebalanced"))
+
+        monkeypatch.setattr(source._consumer, "commit_async", failing)
+        source.commit({0: 1})  # sent; its failure is known only afterwards
+        with pytest.raises(BrokerError, match=r"earlier commit.*rebalanced"):
+            source.commit({0: 2})
+        monkeypatch.undo()
+        source.commit({0: 0})  # reported once, then commits go on
+    finally:
+        source.close()
