@@ -1,4 +1,4 @@
-"""DLinear's folded inference path against its reference decomposition."""
+"""Inference fast paths (DLinear folded, the window median, float32 inputs) against training's."""
 
 from __future__ import annotations
 
@@ -43,3 +43,20 @@ def test_window_level_without_gradients_is_torchs_median(length: int) -> None:
     with torch.no_grad():
         fast = lower_median(x)
     assert torch.equal(fast, x.median(dim=1, keepdim=True).values)
+
+
+def test_serving_inputs_are_the_training_transform_in_float32() -> None:
+    import numpy as np
+
+    from predictor.features import Scaler, to_log
+    from predictor.models.neural import NeuralForecaster, NeuralSpec, build_module
+
+    rng = np.random.default_rng(5)
+    windows = rng.exponential(300.0, size=(40, 16, 3))
+    windows[0, 0] = [-2.0, 0.0, 1e6]  # negatives clip to 0 as in to_log
+    scaler = Scaler.fit(to_log(windows[1:]))
+    spec = NeuralSpec("dlinear", seq_len=16)
+    fc = NeuralForecaster(spec, build_module(spec), scaler)
+    served = fc._scaled(windows)
+    assert served.dtype == np.float32
+    np.testing.assert_allclose(served, scaler.transform(to_log(windows)), rtol=1e-5, atol=1e-5)
