@@ -71,25 +71,27 @@ class NextRequestForecast:
         }
 
 
-#: the wire form of :meth:`NextRequestForecast.to_dict` with the values left open, for the
-#: serving loop: times with microseconds, gaps and token counts with six significant
-#: digits (far below any forecast's error; ``repr`` of every float would cost more than
-#: the rest of the message)
-_NEXT_REQUEST_JSON = (
-    '{"kind": "next_request", "stream": %s, "model": %s, "model_version": %d, '
-    '"source": {"partition": %d, "offset": %d}, "event_timestamp": %.6f, "timestamp": %.6f, '
-    '"gap_s": %.6g, "request_tokens": %.6g, "response_tokens": %.6g, '
+#: the wire form of :meth:`NextRequestForecast.to_dict` in three parts, for the serving
+#: loop: what all models share for one event (its source and time), the forecast values,
+#: and what one model shares across a batch (confidence, production time). Times carry
+#: microseconds, gaps and token counts six significant digits (far below any forecast's
+#: error; ``repr`` of every float would cost more than the rest of the message)
+_EVENT_PART = '"source": {"partition": %d, "offset": %d}, "event_timestamp": %.6f, '
+_VALUES_PART = (
+    '"timestamp": %.6f, "gap_s": %.6g, "request_tokens": %.6g, "response_tokens": %.6g, '
     '"interval": {"timestamp": [%.6f, %.6f], "gap_s": [%.6g, %.6g], '
     '"request_tokens": [%.6g, %.6g], "response_tokens": [%.6g, %.6g]}, '
-    '"nominal_coverage": 0.8, "confidence": %s, "warm": %s, "produced_at": %.6f}'
 )
+_BATCH_PART = '"nominal_coverage": 0.8, "confidence": %s, "warm": %s, "produced_at": %.6f}'
 
 
 class NextRequestEncoder:
     """The JSON bytes of many next-request forecasts of one model and batch, fast.
 
     ``encode`` gives the message :meth:`NextRequestForecast.to_dict` describes, rounded
-    as above; values must be finite (the caller sends others through ``to_dict``).
+    as above; values must be finite (the caller sends others through ``to_dict``). The
+    serving loop formats each event's part once (:meth:`event_part`) for all its models
+    and calls :meth:`encode_part`.
 
     >>> import json, math
     >>> enc = NextRequestEncoder("lstm", 3, 0.81, produced_at_s=5.0)
@@ -106,11 +108,18 @@ class NextRequestEncoder:
     def __init__(
         self, model: str, version: int, confidence: float | None, produced_at_s: float
     ) -> None:
-        self._model = json.dumps(model)
-        self._version = version
-        self._confidence = json.dumps(confidence)
-        self._produced_at = produced_at_s
-        self._streams: dict[str, str] = {}
+        self._model = f', "model": {json.dumps(model)}, "model_version": {int(version)}, '
+        conf = json.dumps(confidence)
+        self._tails = (
+            _BATCH_PART % (conf, "false", produced_at_s),
+            _BATCH_PART % (conf, "true", produced_at_s),
+        )
+        self._heads: dict[str, str] = {}  # per stream: everything before the event's part
+
+    @staticmethod
+    def event_part(partition: int, offset: int, event_timestamp_s: float) -> str:
+        """The part of a forecast message every model's forecast of one event shares."""
+        return _EVENT_PART % (partition, offset, event_timestamp_s)
 
     def encode(
         self,
@@ -123,33 +132,38 @@ class NextRequestEncoder:
         upper: Sequence[float],
         warm: bool,
     ) -> bytes:
-        name = self._streams.get(stream)
-        if name is None:
-            name = self._streams[stream] = json.dumps(stream)
-        ts = event_timestamp_s
-        return (
-            _NEXT_REQUEST_JSON
-            % (
-                name,
-                self._model,
-                self._version,
-                partition,
-                offset,
-                ts,
-                ts + point[0],
-                point[0],
-                point[1],
-                point[2],
-                ts + lower[0],
-                ts + upper[0],
-                lower[0],
-                upper[0],
-                lower[1],
-                upper[1],
-                lower[2],
-                upper[2],
-                self._confidence,
-                "true" if warm else "false",
-                self._produced_at,
+        part = self.event_part(partition, offset, event_timestamp_s)
+        return self.encode_part(stream, part, event_timestamp_s, point, lower, upper, warm)
+
+    def encode_part(
+        self,
+        stream: str,
+        event_part: str,
+        event_timestamp_s: float,
+        point: Sequence[float],
+        lower: Sequence[float],
+        upper: Sequence[float],
+        warm: bool,
+    ) -> bytes:
+        """:meth:`encode` with the event's part already formatted by :meth:`event_part`."""
+        head = self._heads.get(stream)
+        if head is None:
+            head = self._heads[stream] = (
+                '{"kind": "next_request", "stream": ' + json.dumps(stream) + self._model
             )
-        ).encode()
+        ts = event_timestamp_s
+        values = _VALUES_PART % (
+            ts + point[0],
+            point[0],
+            point[1],
+            point[2],
+            ts + lower[0],
+            ts + upper[0],
+            lower[0],
+            upper[0],
+            lower[1],
+            upper[1],
+            lower[2],
+            upper[2],
+        )
+        return (head + event_part + values + self._tails[warm]).encode()

@@ -14,6 +14,7 @@ so a hot swap lands between batches and every forecast names its version.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import logging
@@ -120,6 +121,12 @@ class _Batch:
     bounds: list[int]  # rows bounds[k]:bounds[k+1] are streams[k]'s
     actual: np.ndarray  # [n, 3] each row's own gap and tokens
     now: float
+
+    @functools.cached_property
+    def event_parts(self) -> list[str]:
+        """Each event's share of its forecast messages (the same for every model)."""
+        part = NextRequestEncoder.event_part
+        return [part(rec.partition, rec.offset, ev.timestamp_s) for ev, rec in self.valid]
 
 
 @dataclass(frozen=True)
@@ -363,6 +370,7 @@ class ForecastService:
         finite = np.isfinite(out.point).all(axis=1) & np.isfinite(out.lower).all(axis=1)
         finite &= np.isfinite(out.upper).all(axis=1)
         encoder = NextRequestEncoder(name, out.version, conf, batch.now)
+        parts = batch.event_parts
         topic = self.config.output_topic
         keys = {stream: stream.encode() for stream in streams}
         messages: list[Message] = []
@@ -370,9 +378,7 @@ class ForecastService:
             ev, rec = batch.valid[i]
             p, lo, hi = point[j], lower[j], upper[j]
             if finite[j]:
-                raw = encoder.encode(
-                    names[i], ev.timestamp_s, rec.partition, rec.offset, p, lo, hi, warm[j]
-                )
+                raw = encoder.encode_part(names[i], parts[i], ev.timestamp_s, p, lo, hi, warm[j])
             else:  # JSON has no NaN: to_dict keeps what json.dumps makes of it
                 f = NextRequestForecast(
                     stream=names[i],
