@@ -13,6 +13,7 @@ with the lower rolling error.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,8 @@ from predictor.scoring import RollingScores
 from predictor.slot import ModelSlot
 from stream.metrics import Metrics
 from stream.transport import Record
+
+log = logging.getLogger(__name__)
 
 Message = tuple[str, bytes | None, bytes]
 
@@ -94,14 +97,30 @@ class LoadForecasting:
         self, config: LoadConfig, slots: dict[str, ModelSlot[Forecaster]], metrics: Metrics
     ) -> None:
         self.config, self.slots, self.metrics = config, slots, metrics
-        lens = [cur.forecaster.seq_len for s in slots.values() if (cur := s.current())]
-        longest = max(lens, default=64)
-        self.bins = LoadBins(config.bin_s, capacity=max(512, longest))
+        self.bins = self._new_bins()
         self.conformal = OnlineConformal(size=500, min_count=20, step=STEP_BINS)
         self.scores = RollingScores(size=500)
         self._pending: dict[tuple[str, int], list[_Made]] = {}
         self._latest: dict[str, dict[str, dict[int, _Made]]] = {}
         self.published = 0
+
+    def _new_bins(self) -> LoadBins:
+        lens = [cur.forecaster.seq_len for s in self.slots.values() if (cur := s.current())]
+        return LoadBins(self.config.bin_s, capacity=max(512, max(lens, default=64)))
+
+    def rewarm(self, events: list[RequestEvent]) -> None:
+        """After a (re)assignment: rebuild the bins from ``events``, the recent history of
+        the partitions now owned, and prime the calibration from them. Without history the
+        bins are left as they are (a fresh group starts at the beginning of its input)."""
+        if not events:
+            return
+        self.bins = self._new_bins()
+        self._pending.clear()
+        self._latest.clear()
+        self.warm(events)
+        log.info(
+            "load: %d stream(s) rebuilt from %d past events", len(self.bins.streams()), len(events)
+        )
 
     def warm(self, events: list[RequestEvent]) -> None:
         """Count past events into the bins without publishing, then prime the calibration."""

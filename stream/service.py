@@ -140,6 +140,9 @@ class ServeConfig:
     batch_max: int = 500
     poll_timeout_s: float = 0.2
     window_capacity: int = 256
+    #: records per partition read on assignment to rebuild the windows (and the warmers'
+    #: state: load bins); at least ``window_capacity`` are read
+    history_records: int = 0
     max_lateness_s: float = 3600.0
     publish_best: bool = True
     retry_backoff_s: float = 0.2
@@ -198,6 +201,9 @@ class ForecastService:
         #: more forecasts from each batch's valid events (load forecasts), delivered with it
         self.exporters: list[Callable[[], None]] = []
         self.producers: list[Callable[[list[tuple[RequestEvent, Record]]], list[Message]]] = []
+        #: called on every assignment with the valid events of the partitions' recent history
+        #: (oldest first, possibly none), to rebuild more state from it (the load bins)
+        self.warmers: list[Callable[[list[RequestEvent]], None]] = []
 
     # -- rebalance ---------------------------------------------------------------------------
     def on_assign(self, partitions: list[int]) -> None:
@@ -219,6 +225,8 @@ class ForecastService:
             except InvalidEvent:
                 continue
         self.warm(events)
+        for warm in self.warmers:
+            warm(events)
         log.info(
             "warmed %d streams from %d records of partitions %s",
             len(self.windows),

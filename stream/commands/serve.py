@@ -115,6 +115,8 @@ def add_service_flags(p: argparse.ArgumentParser) -> None:
 def service_config(args: argparse.Namespace) -> ServeConfig:
     if args.window < 1 or args.batch_max < 1:
         raise ConfigError("--window and --batch-max must be positive")
+    if getattr(args, "history_records", 0) < 0:
+        raise ConfigError(f"--history-records must be 0 or more, got {args.history_records}")
     check_torch_threads(args.torch_threads)  # applied once the loop starts
     return ServeConfig(
         input_topic=args.input_topic,
@@ -125,6 +127,7 @@ def service_config(args: argparse.Namespace) -> ServeConfig:
         window_capacity=args.window,
         max_lateness_s=args.max_lateness,
         publish_best=not args.no_best,
+        history_records=getattr(args, "history_records", 0),  # serve only
     )
 
 
@@ -159,6 +162,15 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         type=int,
         default=300_000,
         help="consumer max poll interval (small brokers rebalance faster with a few seconds)",
+    )
+    add_flag(
+        p,
+        "--history-records",
+        type=int,
+        default=20_000,
+        help="records per partition read on assignment, just before the committed offsets, to "
+        "rebuild the request windows (at least --window) and the load bins, and to prime the "
+        "load intervals' calibration",
     )
     add_flag(
         p, "--max-events", type=int, help="stop after this many events (for tests and benchmarks)"
@@ -217,7 +229,8 @@ def kafka_service(
 
     def history(partitions: list[int]) -> list[Record]:
         ends = source.committed(partitions)
-        return read_before(kafka, config.input_topic, ends, config.window_capacity)
+        per_partition = max(config.window_capacity, config.history_records)
+        return read_before(kafka, config.input_topic, ends, per_partition)
 
     polled = wrap_source(source) if wrap_source is not None else source
     service = ForecastService(config, polled, sink, slots, metrics, history=history)
@@ -354,4 +367,5 @@ def attach_load(
     )
     service.producers.append(load.process)
     service.exporters.append(load.export_scores)
+    service.warmers.append(load.rewarm)
     return load

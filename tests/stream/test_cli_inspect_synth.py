@@ -83,6 +83,7 @@ def test_synth_writes_a_trace_inspect_can_load(
         (["synth", "--rows", "10", "--out", "x.csv", "--rate-scale", "0"], "rate scale"),
         (["serve", "--torch-threads", "-1"], "--torch-threads must be 0 or more"),
         (["run", "--torch-threads", "-1"], "--torch-threads must be 0 or more"),
+        (["serve", "--history-records", "-5"], "--history-records must be 0 or more"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(

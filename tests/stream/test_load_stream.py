@@ -144,3 +144,64 @@ def test_warm_history_primes_the_calibration_without_publishing() -> None:
                 assert load.conformal.count((model, q, h)) >= load.conformal.min_count
     # 10 origins per model; at horizon 3 the last two have no outcome yet
     assert load.prime(bins=10) == 2 * (10 + (10 - 2))
+
+
+def test_assignment_rebuilds_load_bins_from_the_partitions_history() -> None:
+    """On assignment the service reads the partitions' history; the load bins are rebuilt
+    from it and the calibration primed, so the first load forecast after a (re)start is
+    warm and calibrated. Without history the bins are left as they are."""
+    from stream.transport import Record
+
+    rng = np.random.default_rng(1)
+    past = [
+        RequestEvent(float(t), int(rng.integers(1, 500)), int(rng.integers(1, 200)))
+        for t in np.sort(rng.uniform(0, 300, 900))
+    ]
+    records = [
+        Record("in", 0, i, b"s", json.dumps(ev.to_dict()).encode()) for i, ev in enumerate(past)
+    ]
+    records.insert(5, Record("in", 0, 999, b"s", b"{not json"))  # skipped, like live input
+    asked: list[list[int]] = []
+
+    def history(partitions: list[int]) -> list[Record]:
+        asked.append(partitions)
+        return records if len(asked) == 1 else []
+
+    broker = MemoryBroker()
+    broker.create_topic("in", 1)
+    metrics = Metrics(CollectorRegistry())
+    service = ForecastService(
+        ServeConfig("in", "out", stream_key="none", history_records=1000),
+        broker.source("in", "g"),
+        broker.sink(),
+        slots(1),
+        metrics,
+        history=history,
+    )
+    load = LoadForecasting(LoadConfig("out", 10.0, (1, 3), "none"), slots(3), metrics)
+    service.producers.append(load.process)
+    service.warmers.append(load.rewarm)
+    stale = RequestEvent(5_000.0, 1, 1, "gone")  # a stream of partitions no longer owned
+    load.warm([stale, RequestEvent(5_020.0, 1, 1, "gone")])
+
+    service.on_assign([0])
+    assert asked == [[0]]
+    assert load.bins.streams() == ["all"]  # rebuilt: the stale stream is gone
+    assert len(load.bins.history("all")) == 29  # bins 0..28 closed, 29 still open
+    for model in ("lstm", "dlinear"):
+        for h in (1, 3):
+            assert load.conformal.count((model, "requests_per_s", h)) >= load.conformal.min_count
+    assert len(service.windows) == 1 and load.published == 0
+
+    service.on_assign([0])  # a partition without history: nothing to rebuild from
+    assert asked == [[0], [0]]
+    assert len(load.bins.history("all")) == 29
+
+    sink = broker.sink()
+    for t in (301.0, 312.0):  # closes bin 29 (and 30 opens)
+        sink.send("in", b"s", json.dumps(RequestEvent(t, 10, 5).to_dict()).encode())
+    service.run(threading.Event(), max_events=2)
+    loads = [json.loads(r.value) for r in broker.records("out")]
+    loads = [m for m in loads if m["kind"] == "load"]
+    assert {m["model"] for m in loads} == {"lstm", "dlinear", "best"}
+    assert all(m["warm"] for m in loads)  # 29 bins of history fill the 8-bin windows
