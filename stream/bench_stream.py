@@ -130,6 +130,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help="torch threads of the serve process (as `reqcast serve --torch-threads`, whose "
         "default is 1; 0: torch's default)",
     )
+    add_flag(
+        p,
+        "--compression",
+        default="none",
+        choices=["none", "gzip"],
+        help="codec of serve's forecast batches (as `reqcast serve --compression`)",
+    )
     add_flag(p, "--json", help="write the results as JSON to this file", env=False)
     add_flag(
         p,
@@ -241,6 +248,7 @@ def run(args: argparse.Namespace) -> int:
             "batch_max": args.batch_max,
             "seed": args.seed,
             "torch_threads": args.torch_threads or None,
+            "compression": args.compression,
             "model_dir": str(args.model_dir),
             "models": models,
             "topics_prefix": topics.prefix,
@@ -461,6 +469,7 @@ def _plan(
         "model_dir": str(args.model_dir),
         "models": list(args.models),
         "torch_threads": args.torch_threads,
+        "compression": args.compression,
         "phases": phases,
     }
 
@@ -779,7 +788,12 @@ def render_table(report: dict[str, Any]) -> str:
     lines = [
         f"reqcast bench stream: {cfg['events']:,} events, {cfg['partitions']} input partitions, "
         f"batch {cfg['batch_max']}, models {', '.join(cfg['models'])}, "
-        f"broker {cfg['bootstrap_servers']}, {cfg['cpu_count']} CPUs shared with it"
+        + (
+            f"serve writes {cfg['compression']}, "
+            if cfg.get("compression", "none") != "none"
+            else ""
+        )
+        + f"broker {cfg['bootstrap_servers']}, {cfg['cpu_count']} CPUs shared with it"
         + (
             f", load average {cfg['load_average_at_start'][0]:.1f} at the start"
             if cfg.get("load_average_at_start")

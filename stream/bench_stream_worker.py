@@ -290,7 +290,7 @@ def _serve_worker(plan: dict[str, Any], kafka: Any) -> PhaseRunner:
     slots = load_slots(plan["model_dir"], plan["models"], metrics)
     if not have_models(slots):
         raise ConfigError(f"no loadable models in {plan['model_dir']!r}")
-    sink = BatchKafkaSink(kafka)
+    sink = BatchKafkaSink(kafka, compression=plan.get("compression", "none"))
     active: list[_Clock] = []  # the clock of the phase running, for the model timings
     for slot in slots.values():
         loaded = slot.current()
