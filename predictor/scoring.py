@@ -17,6 +17,16 @@ import numpy as np
 
 from predictor.ring import Ring
 
+#: the rolling scores behind a ``best`` load forecast: errors kept per model, quantity and
+#: horizon, and how many each model needs before it can be chosen
+LOAD_BEST_SIZE = 500
+LOAD_BEST_MIN_COUNT = 5
+
+
+def score_key(quantity: str, horizon: int) -> str:
+    """The score name of a load quantity at a horizon (``requests_per_s@6``)."""
+    return f"{quantity}@{horizon}"
+
 
 class RollingScores:
     """Per (model, quantity[, horizon]) rolling buffers of absolute errors and hit flags."""

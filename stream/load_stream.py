@@ -31,7 +31,7 @@ from predictor.events import RequestEvent
 from predictor.features import pad_window
 from predictor.load import LOAD_QUANTITIES, LoadBins
 from predictor.models.base import Forecaster, Prediction
-from predictor.scoring import RollingScores
+from predictor.scoring import LOAD_BEST_MIN_COUNT, LOAD_BEST_SIZE, RollingScores, score_key
 from predictor.slot import ModelSlot
 from stream.metrics import Metrics
 from stream.transport import Record
@@ -86,10 +86,6 @@ class _Batch:
         )
 
 
-def score_key(quantity: str, horizon: int) -> str:
-    return f"{quantity}@{horizon}"
-
-
 class LoadForecasting:
     """Per-stream bins, load forecasts per model and ``best``, online scoring and calibration."""
 
@@ -99,7 +95,7 @@ class LoadForecasting:
         self.config, self.slots, self.metrics = config, slots, metrics
         self.bins = self._new_bins()
         self.conformal = OnlineConformal(size=500, min_count=20, step=STEP_BINS)
-        self.scores = RollingScores(size=500)
+        self.scores = RollingScores(size=LOAD_BEST_SIZE)
         self._pending: dict[tuple[str, int], list[_Made]] = {}
         self._latest: dict[str, dict[str, dict[int, _Made]]] = {}
         self.published = 0
@@ -296,7 +292,10 @@ class LoadForecasting:
         for h in sorted(horizons):
             point, lo, hi, rlo, rhi = (np.zeros(3) for _ in range(5))
             for c, q in enumerate(LOAD_QUANTITIES):
-                choice = self.scores.best(score_key(q, h), names, min_count=5) or names[0]
+                choice = (
+                    self.scores.best(score_key(q, h), names, min_count=LOAD_BEST_MIN_COUNT)
+                    or names[0]
+                )
                 m = per_model[choice][h]
                 point[c], lo[c], hi[c], rlo[c], rhi[c] = (
                     m.point[c],

@@ -46,6 +46,7 @@ from predictor.load import LOAD_QUANTITIES
 from predictor.models import ets
 from predictor.models.base import NOMINAL_COVERAGE, Forecaster, Prediction, rolling_predict
 from predictor.models.baselines import EWMA, LastValue, RollingMean, RollingMedian
+from predictor.scoring import LOAD_BEST_MIN_COUNT, LOAD_BEST_SIZE, RollingScores, score_key
 from predictor.streams import load_series
 from trainer.backtest import check_split, score, to_markdown, verdict
 from trainer.train import LOAD_PARAMS, TrainConfig, train_forecaster
@@ -53,6 +54,7 @@ from trainer.train import LOAD_PARAMS, TrainConfig, train_forecaster
 log = logging.getLogger(__name__)
 
 LOAD = "load"
+PARTS = ("point", "lower", "upper")
 
 
 @dataclass(frozen=True)
@@ -147,13 +149,15 @@ def raw_forecasts(fc: Any, series: np.ndarray, start: int) -> Prediction:
     return Prediction(pred.point[:t], pred.lower[:t], pred.upper[:t])
 
 
-def evaluate(
-    fc: Any,
-    streams: Mapping[str, tuple[np.ndarray, int]],
-    cfg: LoadBacktestConfig,
-) -> list[dict[str, Any]]:
-    """Walk ``fc`` forward over every stream's test bins and score it per quantity and horizon."""
-    started = time.perf_counter()
+#: one stream's test period as a forecaster walked it: its bins, the first test origin,
+#: the forecaster's own forecasts and the published (online-calibrated) ones, ``[T, H, 3]``
+Walked = tuple[np.ndarray, int, Prediction, Prediction]
+
+
+def walk(
+    fc: Any, streams: Mapping[str, tuple[np.ndarray, int]], cfg: LoadBacktestConfig
+) -> list[Walked]:
+    """Walk ``fc`` forward over every stream's test bins, calibrating online as it goes."""
     primed, skip = [], []
     for series, cut in streams.values():
         start = max(0, cut - 1 - cfg.prime_bins)  # as the service primes from its history
@@ -162,32 +166,92 @@ def evaluate(
     conformal = OnlineConformal(
         cfg.conformal_size, cfg.conformal_min_count, step=cfg.conformal_step
     )
-    calibrated = [
-        Prediction(p.point[k:], p.lower[k:], p.upper[k:])
-        for p, k in zip(
-            calibrate_online(fc.name, primed, cfg.horizons, conformal), skip, strict=True
-        )
+    calibrated = calibrate_online(fc.name, primed, cfg.horizons, conformal)
+    return [
+        (series, start + k, _tail(p, k), _tail(c, k))
+        for (series, start, p), c, k in zip(primed, calibrated, skip, strict=True)
     ]
-    parts = [
-        (series, start + k, Prediction(p.point[k:], p.lower[k:], p.upper[k:]))
-        for (series, start, p), k in zip(primed, skip, strict=True)
-    ]
+
+
+def _tail(p: Prediction, k: int) -> Prediction:
+    return Prediction(p.point[k:], p.lower[k:], p.upper[k:])
+
+
+def score_walk(
+    name: str, kind: str, walked: Sequence[Walked], cfg: LoadBacktestConfig
+) -> list[dict[str, Any]]:
+    """MAE, sMAPE and calibrated coverage per quantity and horizon, pooled over streams,
+    with the forecaster's own coverage as ``coverage_raw``."""
 
     def pooled(preds: Sequence[Prediction]) -> Prediction:
         return Prediction(
             *(np.concatenate([getattr(p, f) for p in preds]) for f in ("point", "lower", "upper"))
         )
 
-    actual = np.concatenate([outcomes(s, start, cfg.horizon) for s, start, _ in parts])
-    common = {"task": LOAD, "model": fc.name, "kind": fc.kind}
-    cal = score(pooled(calibrated), actual, LOAD_QUANTITIES, cfg.horizons, smape=True, **common)
-    raw = score(pooled([p for _, _, p in parts]), actual, LOAD_QUANTITIES, cfg.horizons, **common)
+    actual = np.concatenate([outcomes(s, start, cfg.horizon) for s, start, _, _ in walked])
+    common: dict[str, Any] = {"task": LOAD, "model": name, "kind": kind}
+    cal = score(
+        pooled([c for *_, c in walked]), actual, LOAD_QUANTITIES, cfg.horizons, smape=True, **common
+    )
+    raw = score(
+        pooled([r for _, _, r, _ in walked]), actual, LOAD_QUANTITIES, cfg.horizons, **common
+    )
     rows = []
     for c_row, r_row in zip(cal, raw, strict=True):
         n = c_row.pop("n")
         rows.append({**c_row, "coverage_raw": r_row["coverage"], "n": n})
+    return rows
+
+
+def evaluate(
+    fc: Any,
+    streams: Mapping[str, tuple[np.ndarray, int]],
+    cfg: LoadBacktestConfig,
+) -> list[dict[str, Any]]:
+    """Walk ``fc`` forward over every stream's test bins and score it per quantity and horizon."""
+    started = time.perf_counter()
+    rows = score_walk(fc.name, fc.kind, walk(fc, streams, cfg), cfg)
     log.info("%s: walk-forward and scoring in %.1fs", fc.name, time.perf_counter() - started)
     return rows
+
+
+def served_best(walked: Mapping[str, Sequence[Walked]], cfg: LoadBacktestConfig) -> list[Walked]:
+    """The ``best`` forecasts the service publishes, replayed: at each origin, per quantity
+    and horizon, the published forecast of the model with the lower rolling MAE over the
+    forecasts matured by then (:class:`~predictor.scoring.RollingScores` of the service's
+    size and minimum count; the first model until each has that many), pooled over
+    streams as the service pools them."""
+    names = list(walked)
+    scores = RollingScores(size=LOAD_BEST_SIZE)
+    n_streams = len(walked[names[0]])
+    out = []
+    for k in range(n_streams):
+        series, start, _, first = walked[names[0]][k]
+        out.append((series, start, Prediction(*(np.empty_like(getattr(first, f)) for f in PARTS))))
+    longest = max(len(walked[names[0]][k][3].point) for k in range(n_streams))
+    for i in range(longest):
+        for k, (series, start, best) in enumerate(out):
+            if i >= len(best.point):
+                continue
+            t = start + i  # bin t is known: score the forecasts that targeted it
+            for h in cfg.horizons:
+                j = i - h
+                if j < 0:
+                    continue
+                for name in names:
+                    pred = walked[name][k][3]
+                    for c, q in enumerate(LOAD_QUANTITIES):
+                        y = series[t, c]
+                        err = abs(pred.point[j, h - 1, c] - y)
+                        hit = pred.lower[j, h - 1, c] <= y <= pred.upper[j, h - 1, c]
+                        scores.add(name, score_key(q, h), np.array([err]), np.array([hit]))
+            for h in range(1, cfg.horizon + 1):
+                for c, q in enumerate(LOAD_QUANTITIES):
+                    choice = scores.best(score_key(q, h), names, min_count=LOAD_BEST_MIN_COUNT)
+                    pred = walked[choice or names[0]][k][3]
+                    for f in PARTS:
+                        getattr(best, f)[i, h - 1, c] = getattr(pred, f)[i, h - 1, c]
+    return [(series, start, best, best) for series, start, best in out]
 
 
 def train_on_heads(
@@ -247,10 +311,18 @@ def load_backtest(
     else:
         notes.append("AutoETS baseline skipped: statsforecast is not installed (extra 'ets')")
     results: list[dict[str, Any]] = []
+    walked: dict[str, list[Walked]] = {}
     for fc in forecasters:
-        results += evaluate(fc, streams, cfg)
+        started = time.perf_counter()
+        w = walk(fc, streams, cfg)
+        results += score_walk(fc.name, fc.kind, w, cfg)
+        log.info("%s: walk-forward and scoring in %.1fs", fc.name, time.perf_counter() - started)
+        if fc.kind == "model":
+            walked[fc.name] = w
         if getattr(fc, "failures", 0):
             notes.append(f"{fc.name}: {fc.failures} windows could not be fitted (persistence used)")
+    if len(walked) > 1:  # as the service publishes it beside the models
+        results += score_walk("best", "model", served_best(walked, cfg), cfg)
     parts = list(streams.values())
     task_config = {
         "task": LOAD,

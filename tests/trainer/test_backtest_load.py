@@ -22,6 +22,7 @@ from trainer.backtest_load import (
     load_baselines,
     load_markdown,
     outcomes,
+    served_best,
     split_load,
 )
 
@@ -65,17 +66,18 @@ def test_load_backtest_shape(trace: pd.DataFrame, monkeypatch: pytest.MonkeyPatc
     assert any("statsforecast is not installed" in n for n in tc["notes"])
     (stream,) = tc["streams"].values()
     assert stream["forecasts"] == tc["forecasts"] == stream["bins"] - stream["train_bins"] > 0
-    names = ["lstm", "dlinear", *BASELINES]
+    served = ("lstm", "dlinear", "best")
+    names = [*served, *BASELINES]
     got = {(r["model"], r["target"], r["horizon"]) for r in report["results"]}
     assert got == {(m, q, h) for m in names for q in LOAD_QUANTITIES for h in (1, 6)}
     assert len(report["results"]) == len(got)
     for r in report["results"]:
         assert set(r) == KEYS and r["task"] == LOAD
-        assert r["kind"] == ("model" if r["model"] in ("lstm", "dlinear") else "baseline")
+        assert r["kind"] == ("model" if r["model"] in served else "baseline")
         assert r["n"] == tc["forecasts"] - r["horizon"] + 1
         assert r["mae"] >= 0 and 0 <= r["smape"] <= 2 and 0 <= r["coverage"] <= 1
     assert {(v["model"], v["target"], v["horizon"]) for v in report["verdict"]} == {
-        (m, q, h) for m in ("lstm", "dlinear") for q in LOAD_QUANTITIES for h in (1, 6)
+        (m, q, h) for m in served for q in LOAD_QUANTITIES for h in (1, 6)
     }
     md = load_markdown(report)
     assert "### load, horizon 1" in md and "### load, horizon 6" in md
@@ -166,3 +168,31 @@ def test_config_errors() -> None:
     assert LoadBacktestConfig(horizons=(30, 1, 6, 6)).horizons == (1, 6, 30)
     with pytest.raises(ConfigError, match="no stream"):
         load_backtest(_trace_of_counts([1]), LoadBacktestConfig())
+
+
+def test_served_best_follows_the_lower_rolling_error() -> None:
+    """``best`` as the service publishes it: the first model until each model has
+    LOAD_BEST_MIN_COUNT matured forecasts, then per quantity and horizon the one whose
+    recent forecasts erred less; A is exact for the first 100 origins and B after them
+    (B's rolling error, all of the run here, falls below A's after about 200)."""
+    n, horizon = 400, 2
+    series = np.tile(np.arange(n, dtype=np.float64)[:, None], (1, 3))  # bin t holds t
+    start = 10
+    truth = outcomes(series, start, horizon)[: n - 1 - start]  # [T, H, 3]
+    truth = np.nan_to_num(truth)
+    half = 100
+    a, b = truth + 5.0, truth + 5.0
+    a[:half] = truth[:half]  # A exact early, B exact late
+    b[half:] = truth[half:]
+    walked = {
+        name: [(series, start, Prediction(p, p - 1, p + 1), Prediction(p, p - 1, p + 1))]
+        for name, p in (("a", a), ("b", b))
+    }
+    cfg = LoadBacktestConfig(horizons=(1, 2), **TINY)  # type: ignore[arg-type]
+    ((s, first, best, published),) = served_best(walked, cfg)
+    assert s is series and first == start and published is best
+    assert np.array_equal(best.point[: half + 1], a[: half + 1])  # first, then the lower error
+    assert np.array_equal(best.point[-150:], b[-150:])  # B's rolling error is the lower by then
+    # every published value is one of the models' (never a blend)
+    assert np.all((best.point == a.astype(float)) | (best.point == b))
+    assert np.all((best.lower == best.point - 1) & (best.upper == best.point + 1))
