@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import jsonschema
 import numpy as np
@@ -52,18 +53,28 @@ def run_service(
     for ev in events:
         sink.send("in", b"s", json.dumps(ev.to_dict()).encode())
     metrics = Metrics(CollectorRegistry())
+    service, load = with_load(broker, metrics, bin_s)
+    service.run(threading.Event(), max_events=len(events))
+    return broker, load, metrics
+
+
+def with_load(
+    broker: MemoryBroker, metrics: Metrics, bin_s: float, history: Any = None
+) -> tuple[ForecastService, LoadForecasting]:
+    """A service over topic ``in`` with next-request and load forecasts, wired as serve does."""
     service = ForecastService(
         ServeConfig("in", "out", stream_key="none", batch_max=50),
         broker.source("in", "g"),
         broker.sink(),
         slots(1),
         metrics,
+        history=history,
     )
     load = LoadForecasting(LoadConfig("out", bin_s, (1, 3), "none"), slots(3), metrics)
     service.producers.append(load.process)
     service.exporters.append(load.export_scores)
-    service.run(threading.Event(), max_events=len(events))
-    return broker, load, metrics
+    service.warmers.append(load.rewarm)
+    return service, load
 
 
 def test_every_closed_bin_gets_a_load_forecast_per_model_and_best() -> None:
@@ -169,18 +180,7 @@ def test_assignment_rebuilds_load_bins_from_the_partitions_history() -> None:
 
     broker = MemoryBroker()
     broker.create_topic("in", 1)
-    metrics = Metrics(CollectorRegistry())
-    service = ForecastService(
-        ServeConfig("in", "out", stream_key="none", history_records=1000),
-        broker.source("in", "g"),
-        broker.sink(),
-        slots(1),
-        metrics,
-        history=history,
-    )
-    load = LoadForecasting(LoadConfig("out", 10.0, (1, 3), "none"), slots(3), metrics)
-    service.producers.append(load.process)
-    service.warmers.append(load.rewarm)
+    service, load = with_load(broker, Metrics(CollectorRegistry()), 10.0, history)
     stale = RequestEvent(5_000.0, 1, 1, "gone")  # a stream of partitions no longer owned
     load.warm([stale, RequestEvent(5_020.0, 1, 1, "gone")])
 
