@@ -35,6 +35,9 @@ SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 log = logging.getLogger(__name__)
 
+#: how long closing a source waits for its last commit (the broker may be gone)
+CLOSE_COMMIT_TIMEOUT_MS = 10_000
+
 USERNAME_ENV = env_name("--sasl-username")
 PASSWORD_ENV = env_name("--sasl-password")
 
@@ -373,8 +376,8 @@ class KafkaSource:
     def close(self) -> None:
         last, self._last_commit = self._last_commit, None
         if last is not None:
-            try:  # waits for the asynchronous commits sent before it
-                self._consumer.commit(offsets=last)
+            try:  # waits for the asynchronous commits sent before it, not forever
+                self._consumer.commit(offsets=last, timeout_ms=CLOSE_COMMIT_TIMEOUT_MS)
             except KafkaError as e:  # partitions moved on: their new owner resumes earlier
                 log.warning("last commit for group %r on close failed: %s", self.group_id, e)
         try:

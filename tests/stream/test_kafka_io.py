@@ -19,7 +19,7 @@ from kafka_proxy import TcpProxy
 
 from predictor.errors import BrokerError, ConfigError
 from stream.kafka_admin import ensure_topics, read_all, read_before, read_recent, wait_for_broker
-from stream.kafka_io import KafkaConfig, KafkaSink, KafkaSource
+from stream.kafka_io import CLOSE_COMMIT_TIMEOUT_MS, KafkaConfig, KafkaSink, KafkaSource
 from stream.transport import Record
 
 kafka = pytest.mark.kafka
@@ -336,3 +336,24 @@ def test_a_failed_asynchronous_commit_comes_out_of_the_next_commit(
         source.commit({0: 0})  # reported once, then commits go on
     finally:
         source.close()
+
+
+@kafka
+def test_closing_with_the_broker_gone_does_not_hang(
+    proxied_kafka: tuple[str, TcpProxy], topic_name: str
+) -> None:
+    """With the broker unreachable, close gives up the last (synchronous) commit, at the
+    latest after CLOSE_COMMIT_TIMEOUT_MS, and returns: a stopping serve never hangs."""
+    bootstrap, proxy = proxied_kafka
+    config = KafkaConfig(bootstrap)
+    wait_for_broker(config, timeout_s=5)
+    ensure_topics(config, {topic_name: 1})
+    _produce(config, topic_name, range(5))
+    source = KafkaSource(config, topic_name, "g-gone", async_commits=True, **FAST_GROUP)
+    got = _poll_until(source, 5)
+    assert len(got) == 5
+    proxy.cut()
+    source.commit({0: 5})  # sent into the void
+    started = time.monotonic()
+    source.close()
+    assert time.monotonic() - started < CLOSE_COMMIT_TIMEOUT_MS / 1000 + 10
