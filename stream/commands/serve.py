@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: a conservative rate for reading history on assignment (kafka-python reads far faster)
+HISTORY_RECORDS_PER_S = 5_000
+
 
 def add_service_flags(p: argparse.ArgumentParser) -> None:
     """Flags shared by ``serve`` and ``run``."""
@@ -170,7 +173,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         default=20_000,
         help="records per partition read on assignment, just before the committed offsets, to "
         "rebuild the request windows (at least --window) and the load bins, and to prime the "
-        "load intervals' calibration",
+        "load intervals' calibration (load models need about 140 bins of history; fewer "
+        "records suit many partitions, more suit quiet streams and long bins)",
     )
     add_flag(
         p, "--max-events", type=int, help="stop after this many events (for tests and benchmarks)"
@@ -230,7 +234,9 @@ def kafka_service(
     def history(partitions: list[int]) -> list[Record]:
         ends = source.committed(partitions)
         per_partition = max(config.window_capacity, config.history_records)
-        return read_before(kafka, config.input_topic, ends, per_partition)
+        # a read cut short by its timeout keeps the older records, so leave it ample time
+        timeout_s = 10.0 + per_partition * len(ends) / HISTORY_RECORDS_PER_S
+        return read_before(kafka, config.input_topic, ends, per_partition, timeout_s=timeout_s)
 
     polled = wrap_source(source) if wrap_source is not None else source
     service = ForecastService(config, polled, sink, slots, metrics, history=history)
