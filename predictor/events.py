@@ -76,7 +76,10 @@ def _number(obj: Mapping[str, Any], name: str) -> float:
     value = obj[name]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise InvalidEvent("wrong_type", f"{name} is {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer beyond any float
+        raise InvalidEvent("not_finite", f"{name} is too large for a number") from None
     if not math.isfinite(value):
         raise InvalidEvent("not_finite", name)
     return value

@@ -166,4 +166,4 @@ class NextRequestEncoder:
             lower[2],
             upper[2],
         )
-        return (head + event_part + values + self._tails[warm]).encode()
+        return (head + event_part + values + self._tails[1 if warm else 0]).encode()

@@ -218,6 +218,11 @@ class _Rebalance(ConsumerRebalanceListener):
         with self._source._lock:
             self._source._owned -= {tp.partition for tp in revoked}
             self._source._ends_at = 0.0
+            last = self._source._last_commit
+            if last is not None:  # their new owner commits them from now on
+                gone = set(revoked)
+                kept = {tp: off for tp, off in last.items() if tp not in gone}
+                self._source._last_commit = kept or None
 
     def on_partitions_assigned(self, assigned: Any) -> None:
         with self._source._lock:
@@ -316,27 +321,27 @@ class KafkaSource:
         them); a commit that failed is raised as :class:`BrokerError` by the next call (a
         later commit covers its offsets), and :meth:`close` commits the last offsets
         synchronously before leaving the group."""
+        if offsets:
+            payload = {
+                TopicPartition(self.topic, p): OffsetAndMetadata(off, "", -1)
+                for p, off in offsets.items()
+            }
+            try:
+                if self._async_commits:
+                    with self._lock:
+                        self._last_commit = payload
+                    self._consumer.commit_async(offsets=payload, callback=self._on_commit)
+                else:
+                    self._consumer.commit(offsets=payload)
+            except KafkaError as e:
+                raise BrokerError(
+                    f"committing {sorted(offsets.items())} of {self.topic!r} for group "
+                    f"{self.group_id!r}: {e}"
+                ) from e
         with self._lock:
             failed, self._commit_error = self._commit_error, None
-        if failed is not None:
+        if failed is not None:  # this commit, just sent, covers its offsets
             raise BrokerError(f"an earlier commit for group {self.group_id!r} failed: {failed}")
-        if not offsets:
-            return
-        payload = {
-            TopicPartition(self.topic, p): OffsetAndMetadata(off, "", -1)
-            for p, off in offsets.items()
-        }
-        try:
-            if self._async_commits:
-                self._last_commit = payload
-                self._consumer.commit_async(offsets=payload, callback=self._on_commit)
-            else:
-                self._consumer.commit(offsets=payload)
-        except KafkaError as e:
-            raise BrokerError(
-                f"committing {sorted(offsets.items())} of {self.topic!r} for group "
-                f"{self.group_id!r}: {e}"
-            ) from e
 
     def _on_commit(self, offsets: Any, response: Any) -> None:
         if isinstance(response, BaseException):
@@ -374,7 +379,8 @@ class KafkaSource:
             return None
 
     def close(self) -> None:
-        last, self._last_commit = self._last_commit, None
+        with self._lock:
+            last, self._last_commit = self._last_commit, None
         if last is not None:
             try:  # waits for the asynchronous commits sent before it, not forever
                 self._consumer.commit(offsets=last, timeout_ms=CLOSE_COMMIT_TIMEOUT_MS)

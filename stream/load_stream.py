@@ -94,11 +94,15 @@ class LoadForecasting:
     ) -> None:
         self.config, self.slots, self.metrics = config, slots, metrics
         self.bins = self._new_bins()
-        self.conformal = OnlineConformal(size=500, min_count=20, step=STEP_BINS)
+        self.conformal = self._new_conformal()
         self.scores = RollingScores(size=LOAD_BEST_SIZE)
         self._pending: dict[tuple[str, int], list[_Made]] = {}
         self._latest: dict[str, dict[str, dict[int, _Made]]] = {}
         self.published = 0
+
+    @staticmethod
+    def _new_conformal() -> OnlineConformal:
+        return OnlineConformal(size=500, min_count=20, step=STEP_BINS)
 
     def _new_bins(self) -> LoadBins:
         lens = [cur.forecaster.seq_len for s in self.slots.values() if (cur := s.current())]
@@ -106,11 +110,12 @@ class LoadForecasting:
 
     def rewarm(self, events: list[RequestEvent]) -> None:
         """After a (re)assignment: rebuild the bins from ``events``, the recent history of
-        the partitions now owned, and prime the calibration from them. Without history the
-        bins are left as they are (a fresh group starts at the beginning of its input)."""
+        the partitions now owned (in time order), and the calibration from them. Without
+        history all is left as it is (a fresh group starts at the beginning of its input)."""
         if not events:
             return
         self.bins = self._new_bins()
+        self.conformal = self._new_conformal()  # primed again below, from the new history
         self._pending.clear()
         self._latest.clear()
         self.warm(events)

@@ -45,7 +45,8 @@ class BatchHistogram:
         self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
     ) -> None:
         self._name, self._doc = name, documentation
-        self._bounds = np.array([*sorted(float(b) for b in buckets), np.inf])
+        finite = sorted({float(b) for b in buckets} - {float("inf")})
+        self._bounds = np.array([*finite, np.inf])
         self._counts = np.zeros(len(self._bounds), dtype=np.int64)
         self._sum = 0.0
         self._lock = threading.Lock()  # scrapes read from the HTTP server's thread

@@ -92,14 +92,14 @@ class _Output:
         )
 
 
-def _best_of(picked: list[_Output]) -> _Output:
+def _best_of(picked: list[_Output], version: int) -> _Output:
     """Column ``c`` (quantity) of every array from ``picked[c]``: the model chosen for it."""
 
     def pick(attr: str) -> np.ndarray:
         return np.stack([getattr(o, attr)[:, c] for c, o in enumerate(picked)], axis=-1)
 
     return _Output(
-        max(o.version for o in picked),
+        version,
         pick("point"),
         pick("lower"),
         pick("upper"),
@@ -224,7 +224,9 @@ class ForecastService:
                 events.append(decode_event(rec.value))
             except InvalidEvent:
                 continue
-        self.warm(events)
+        # partitions come one after another; a stream may span several (--stream-key none)
+        events.sort(key=lambda ev: ev.timestamp_s)
+        self.warm(self._recent(events))
         for warm in self.warmers:
             warm(events)
         log.info(
@@ -233,6 +235,19 @@ class ForecastService:
             len(events),
             partitions,
         )
+
+    def _recent(self, events: list[RequestEvent]) -> list[RequestEvent]:
+        """The last ``window_capacity`` of ``events`` per stream, in order (the windows keep
+        no more; building windows for the rest would only cost memory)."""
+        left: dict[str, int] = {}
+        keep = []
+        for ev in reversed(events):
+            stream = ev.stream_key(self.config.stream_key)
+            n = left.get(stream, self.config.window_capacity)
+            if n > 0:
+                keep.append(ev)
+                left[stream] = n - 1
+        return keep[::-1]
 
     def warm(self, events: list[RequestEvent]) -> None:
         """Feed past events into the windows without forecasting them."""
@@ -325,8 +340,9 @@ class ForecastService:
         all_wins = np.concatenate([per_stream[s][1] for s in streams])  # [n, L_max, 3]
         all_have = np.concatenate([per_stream[s][2] for s in streams])
         models = [(n, cur) for n, slot in self.slots.items() if (cur := slot.current()) is not None]
+        names = [n for n, _ in models]  # slot order: `best` follows the first until scored
         # `best` follows the rolling error before this batch's forecasts are scored
-        best = [self.scores.best(q, [n for n, _ in models]) for q in QUANTITIES]
+        best = [self.scores.best(q, names) or names[0] for q in QUANTITIES] if names else []
         # the costliest model (per window, as measured) runs on the inference thread while
         # this one runs and publishes the others: torch releases the GIL while it computes
         models.sort(key=lambda m: -self._cost.get(m[0], 0.0))
@@ -345,9 +361,8 @@ class ForecastService:
             outputs[name] = background.result()
             messages += self._publish(name, outputs[name], batch)
         if self.config.publish_best and len(outputs) > 1:
-            names = [n for n, _ in models]
-            picked = [outputs[b if b is not None else names[0]] for b in best]
-            messages += self._publish("best", _best_of(picked), batch)
+            version = max(o.version for o in outputs.values())
+            messages += self._publish("best", _best_of([outputs[b] for b in best], version), batch)
         return messages
 
     def _predict(self, name: str, loaded: Any, wins: np.ndarray, have: np.ndarray) -> _Output:

@@ -234,8 +234,12 @@ def kafka_service(
     def history(partitions: list[int]) -> list[Record]:
         ends = source.committed(partitions)
         per_partition = max(config.window_capacity, config.history_records)
-        # a read cut short by its timeout keeps the older records, so leave it ample time
-        timeout_s = 10.0 + per_partition * len(ends) / HISTORY_RECORDS_PER_S
+        # a read cut short by its timeout keeps the older records, so leave it ample time,
+        # but not so much that the group gives up on this member (it reads inside poll)
+        timeout_s = min(
+            10.0 + per_partition * len(ends) / HISTORY_RECORDS_PER_S,
+            max_poll_interval_ms / 2000,
+        )
         return read_before(kafka, config.input_topic, ends, per_partition, timeout_s=timeout_s)
 
     polled = wrap_source(source) if wrap_source is not None else source

@@ -56,6 +56,14 @@ def test_valid_events_decode_to_the_checked_values(changes: dict[str, Any]) -> N
         (b'{"timestamp": 5, "request_tokens": 3, "response_tokens": 1, "model": []}', "wrong_type"),
         (b'{"timestamp": NaN, "request_tokens": 3, "response_tokens": 1}', "not_finite"),
         (b'{"timestamp": 5, "request_tokens": 3, "response_tokens": Infinity}', "not_finite"),
+        (
+            b'{"timestamp": 5, "request_tokens": 3, "response_tokens": 1' + b"9" * 400 + b"}",
+            "not_finite",
+        ),
+        (
+            b'{"timestamp": 1' + b"0" * 400 + b', "request_tokens": 3, "response_tokens": 1}',
+            "not_finite",
+        ),
         (b'{"timestamp": 5, "request_tokens": -1, "response_tokens": 1}', "negative_tokens"),
         (b'{"timestamp": 5, "request_tokens": 3.5, "response_tokens": 1}', "absurd_tokens"),
         (b'{"timestamp": 5, "request_tokens": 3, "response_tokens": 1e12}', "absurd_tokens"),

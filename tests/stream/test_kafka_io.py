@@ -323,15 +323,19 @@ def test_a_failed_asynchronous_commit_comes_out_of_the_next_commit(
 ) -> None:
     ensure_topics(kafka_config, {topic_name: 1})
     source = KafkaSource(kafka_config, topic_name, "g-async-fail", async_commits=True, **FAST_GROUP)
+    sent: list[tuple[Any, Any]] = []
     try:
-
-        def failing(offsets: Any, callback: Any) -> None:
-            callback(offsets, CommitFailedError("the group rebalanced"))
-
-        monkeypatch.setattr(source._consumer, "commit_async", failing)
-        source.commit({0: 1})  # sent; its failure is known only afterwards
+        monkeypatch.setattr(
+            source._consumer,
+            "commit_async",
+            lambda offsets, callback: sent.append((offsets, callback)),
+        )
+        source.commit({0: 1})  # sent; its answer comes later (in a poll)
+        offsets, answer = sent[0]
+        answer(offsets, CommitFailedError("the group rebalanced"))
         with pytest.raises(BrokerError, match=r"earlier commit.*rebalanced"):
             source.commit({0: 2})
+        assert [next(iter(p.values())).offset for p, _ in sent] == [1, 2]  # 2 was still sent
         monkeypatch.undo()
         source.commit({0: 0})  # reported once, then commits go on
     finally:
@@ -357,3 +361,26 @@ def test_closing_with_the_broker_gone_does_not_hang(
     started = time.monotonic()
     source.close()
     assert time.monotonic() - started < CLOSE_COMMIT_TIMEOUT_MS / 1000 + 10
+
+
+@kafka
+def test_revoked_partitions_leave_the_last_commit(
+    kafka_config: KafkaConfig, topic_name: str
+) -> None:
+    """close() commits the last offsets again, but not those of partitions given away in
+    a rebalance since: their new owner commits them (rewinding it would redeliver)."""
+    from kafka import TopicPartition
+
+    from stream.kafka_io import _Rebalance
+
+    ensure_topics(kafka_config, {topic_name: 2})
+    source = KafkaSource(kafka_config, topic_name, "g-revoke", async_commits=True, **FAST_GROUP)
+    try:
+        source.commit({0: 3, 1: 4})
+        _Rebalance(source).on_partitions_revoked([TopicPartition(topic_name, 1)])
+        assert source._last_commit is not None
+        assert {tp.partition: o.offset for tp, o in source._last_commit.items()} == {0: 3}
+        _Rebalance(source).on_partitions_revoked([TopicPartition(topic_name, 0)])
+        assert source._last_commit is None
+    finally:
+        source.close()

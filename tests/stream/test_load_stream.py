@@ -9,6 +9,7 @@ from typing import Any
 
 import jsonschema
 import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry
 
 from predictor.events import RequestEvent
@@ -168,9 +169,12 @@ def test_assignment_rebuilds_load_bins_from_the_partitions_history() -> None:
         RequestEvent(float(t), int(rng.integers(1, 500)), int(rng.integers(1, 200)))
         for t in np.sort(rng.uniform(0, 300, 900))
     ]
+    # the stream spans two partitions (as with --stream-key none), read one after the other
     records = [
-        Record("in", 0, i, b"s", json.dumps(ev.to_dict()).encode()) for i, ev in enumerate(past)
+        Record("in", i % 2, i // 2, b"s", json.dumps(ev.to_dict()).encode())
+        for i, ev in enumerate(past)
     ]
+    records.sort(key=lambda r: r.partition)
     records.insert(5, Record("in", 0, 999, b"s", b"{not json"))  # skipped, like live input
     asked: list[list[int]] = []
 
@@ -187,7 +191,11 @@ def test_assignment_rebuilds_load_bins_from_the_partitions_history() -> None:
     service.on_assign([0])
     assert asked == [[0]]
     assert load.bins.streams() == ["all"]  # rebuilt: the stale stream is gone
-    assert len(load.bins.history("all")) == 29  # bins 0..28 closed, 29 still open
+    bins = load.bins.history("all")
+    assert len(bins) == 29  # bins 0..28 closed, 29 still open
+    closed = sum(ev.timestamp_s < 290 for ev in past)
+    assert bins[:, 0].sum() * 10.0 == pytest.approx(closed)  # every event in its own bin
+    assert bins[:, 0].max() < 3 * bins[:, 0].mean()  # no bin collects another's events
     for model in ("lstm", "dlinear"):
         for h in (1, 3):
             assert load.conformal.count((model, "requests_per_s", h)) >= load.conformal.min_count

@@ -40,3 +40,14 @@ def test_batch_histogram_matches_prometheus_histogram() -> None:
         name_g, value_g = g.rsplit(" ", 1)
         assert name_e == name_g
         assert float(value_g) == float(value_e) or abs(float(value_g) - float(value_e)) < 1e-9
+
+
+def test_an_infinite_bucket_is_not_exposed_twice() -> None:
+    registry = CollectorRegistry()
+    BatchHistogram("x_seconds", "X", (0.5, float("inf"), 1.0), registry).observe(0.7)
+    lines = [line for line in _lines(registry) if "_bucket" in line]
+    assert lines == [
+        'x_seconds_bucket{le="0.5"} 0.0',
+        'x_seconds_bucket{le="1.0"} 1.0',
+        'x_seconds_bucket{le="+Inf"} 1.0',
+    ]

@@ -204,4 +204,15 @@ def test_non_finite_forecasts_still_get_a_message() -> None:
         "ChatGPT", 0.0, 0, 0, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (2.0, 2.0, 2.0), True
     )
     assert all(json.loads(v).keys() == json.loads(fine).keys() for v in values)
+    numpy_bool = NextRequestEncoder("dlinear", 1, None, 0.0).encode(
+        "ChatGPT",
+        0.0,
+        0,
+        0,
+        (1.0, 1.0, 1.0),
+        (0.0, 0.0, 0.0),
+        (2.0, 2.0, 2.0),
+        np.bool_(True),  # type: ignore[arg-type]
+    )
+    assert numpy_bool == fine
     assert [json.loads(v)["source"]["offset"] for v in values] == list(range(5))
