@@ -49,7 +49,7 @@ from predictor.models.baselines import EWMA, LastValue, RollingMean, RollingMedi
 from predictor.scoring import LOAD_BEST_MIN_COUNT, LOAD_BEST_SIZE, RollingScores, score_key
 from predictor.streams import load_series
 from trainer.backtest import check_split, score, to_markdown, verdict
-from trainer.train import LOAD_PARAMS, TrainConfig, train_forecaster
+from trainer.train import TrainConfig, load_params, train_forecaster
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ class LoadBacktestConfig:
     epochs: int = 40
     batch_size: int = 32
     patience: int = 8
+    #: networks per model, trained from consecutive seeds and averaged (1: one network)
+    ensemble: int = 1
     #: fraction of the training head held out for early stopping and offline calibration
     val_fraction: float = 0.2
     #: ``none`` (one stream for all traffic) by default: the service's load streams
@@ -94,7 +96,7 @@ class LoadBacktestConfig:
             raise ConfigError(f"bin size must be positive, got {self.bin_s}")
         if not self.horizons or min(self.horizons) < 1:
             raise ConfigError(f"horizons must be whole bins >= 1, got {list(self.horizons)}")
-        for name in ("seq_len", "epochs", "batch_size", "patience", "conformal_size"):
+        for name in ("seq_len", "epochs", "batch_size", "patience", "conformal_size", "ensemble"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         object.__setattr__(self, "horizons", tuple(sorted(set(self.horizons))))
@@ -272,7 +274,7 @@ def train_on_heads(
             val_fraction=cfg.val_fraction,
             device=cfg.device,
             seed=cfg.seed,
-            params=dict(LOAD_PARAMS),
+            params=load_params(cfg.ensemble),
         )
         try:
             result = train_forecaster(heads, tc, progress=progress)

@@ -21,7 +21,7 @@ from predictor.models.neural import ARCHITECTURES
 from predictor.streams import load_series, stream_series
 from trainer.device import is_cuda_oom, resolve_device
 from trainer.presets import Preset
-from trainer.train import LOAD_PARAMS, TrainConfig, TrainResult, train_forecaster
+from trainer.train import TrainConfig, TrainResult, load_params, train_forecaster
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,12 @@ class LoadTask:
 
     bin_s: float = 60.0
     horizon: int = 30
+    #: networks per model, trained from consecutive seeds and averaged
+    ensemble: int = 1
+
+    def __post_init__(self) -> None:
+        if self.ensemble < 1:
+            raise ConfigError(f"--ensemble must be at least 1, got {self.ensemble}")
 
 
 @dataclass
@@ -108,7 +114,7 @@ def train_models(
             device=device,
             seed=seed,
             horizon=horizon,
-            params=dict(LOAD_PARAMS) if load is not None else {},
+            params=load_params(load.ensemble) if load is not None else {},
         )
         outcome = ModelOutcome(model)
         try:

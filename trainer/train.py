@@ -28,13 +28,25 @@ from tqdm import tqdm
 from predictor.errors import TrainingError
 from predictor.features import Scaler, make_windows, to_log
 from predictor.models.base import NOMINAL_COVERAGE, QUANTILES
-from predictor.models.neural import NeuralForecaster, NeuralSpec, build_module, default_params
+from predictor.models.neural import (
+    Ensemble,
+    NeuralForecaster,
+    NeuralSpec,
+    build_member,
+    default_params,
+    ensemble_size,
+)
 from trainer.device import resolve_device
 
 #: architecture settings of load models: the level they start from (and forecast the
 #: deviation from) is the median of the last 30 bins, the strongest simple load
 #: forecaster on both benchmark traces (README "Accuracy: load")
 LOAD_PARAMS: dict[str, Any] = {"level_len": 30}
+
+
+def load_params(ensemble: int = 1) -> dict[str, Any]:
+    """Architecture settings of load models, with ``ensemble`` networks per model."""
+    return {**LOAD_PARAMS, **({"ensemble": ensemble} if ensemble > 1 else {})}
 
 
 @dataclass(frozen=True)
@@ -187,7 +199,6 @@ def train_forecaster(
     started = time.perf_counter()
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
     x_tr, y_tr, x_va, y_va, scaler = _split(series, cfg)
     spec = NeuralSpec(
         cfg.model,
@@ -197,51 +208,23 @@ def train_forecaster(
         QUANTILES,
         default_params(cfg.model, cfg.params),
     )
-    module = build_module(spec).to(device)
     q = torch.tensor(QUANTILES, device=device)
     xt = torch.from_numpy(x_tr.astype(np.float32)).to(device)
     yt = torch.from_numpy(y_tr.astype(np.float32)).to(device)
     xv = torch.from_numpy(x_va.astype(np.float32)).to(device)
     yv = torch.from_numpy(y_va.astype(np.float32)).to(device)
-    opt = torch.optim.AdamW(
-        module.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-    )
-    history: dict[str, list[float]] = {"train": [], "val": []}
-    best_val, best_epoch, best_state, stale = math.inf, 0, copy.deepcopy(module.state_dict()), 0
-    bar = tqdm(
-        range(1, cfg.epochs + 1),
-        desc=f"train {cfg.model}",
-        unit="epoch",
-        disable=not progress,
-        leave=False,
-    )
-    for epoch in bar:
-        module.train()
-        order = torch.from_numpy(rng.permutation(len(xt))).to(device)
-        total = 0.0
-        for i in range(0, len(order), cfg.batch_size):
-            idx = order[i : i + cfg.batch_size]
-            opt.zero_grad(set_to_none=True)
-            loss = pinball_loss(module(xt[idx]), yt[idx], q)
-            if not torch.isfinite(loss):
-                raise TrainingError(f"{cfg.model}: loss became {float(loss)} at epoch {epoch}")
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
-            opt.step()
-            total += float(loss.detach()) * len(idx)
-        train_loss = total / len(xt)
-        val_loss = _evaluate(module, xv, yv, q, 4096)
-        history["train"].append(round(train_loss, 6))
-        history["val"].append(round(val_loss, 6))
-        bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
-        if val_loss < best_val - 1e-5:
-            best_val, best_epoch, stale = val_loss, epoch, 0
-            best_state = copy.deepcopy(module.state_dict())
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
-    module.load_state_dict(best_state)
+    n_members = ensemble_size(spec)
+    fits = []
+    for k in range(n_members):  # each member from its own seed, with its own early stopping
+        torch.manual_seed(cfg.seed + k)
+        member = build_member(spec).to(device)
+        tag = cfg.model if n_members == 1 else f"{cfg.model} {k + 1}/{n_members}"
+        rng = np.random.default_rng(cfg.seed + k)
+        fits.append((member, _fit(member, xt, yt, xv, yv, q, cfg, rng, tag, progress)))
+    module = fits[0][0] if n_members == 1 else Ensemble([m for m, _ in fits]).to(device)
+    history, best_epoch, best_val = fits[0][1]
+    if n_members > 1:
+        best_val = _evaluate(module, xv, yv, q, 4096)
     fc = NeuralForecaster(spec, module, scaler, device=device)
     widen, confidence, covered = _calibrate(fc, x_va, y_va)
     fc.calibration, fc.confidence = widen, confidence
@@ -259,6 +242,62 @@ def train_forecaster(
         n_val=len(x_va),
         val_metrics=val_metrics,
     )
+
+
+def _fit(
+    module: torch.nn.Module,
+    xt: torch.Tensor,
+    yt: torch.Tensor,
+    xv: torch.Tensor,
+    yv: torch.Tensor,
+    q: torch.Tensor,
+    cfg: TrainConfig,
+    rng: np.random.Generator,
+    tag: str,
+    progress: bool,
+) -> tuple[dict[str, list[float]], int, float]:
+    """Train ``module`` in place until validation stops improving, keep its best weights;
+    returns the loss history, the best epoch and its validation loss."""
+    opt = torch.optim.AdamW(
+        module.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
+    )
+    history: dict[str, list[float]] = {"train": [], "val": []}
+    best_val, best_epoch, best_state, stale = math.inf, 0, copy.deepcopy(module.state_dict()), 0
+    bar = tqdm(
+        range(1, cfg.epochs + 1),
+        desc=f"train {tag}",
+        unit="epoch",
+        disable=not progress,
+        leave=False,
+    )
+    for epoch in bar:
+        module.train()
+        order = torch.from_numpy(rng.permutation(len(xt))).to(xt.device)
+        total = 0.0
+        for i in range(0, len(order), cfg.batch_size):
+            idx = order[i : i + cfg.batch_size]
+            opt.zero_grad(set_to_none=True)
+            loss = pinball_loss(module(xt[idx]), yt[idx], q)
+            if not torch.isfinite(loss):
+                raise TrainingError(f"{tag}: loss became {float(loss)} at epoch {epoch}")
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        train_loss = total / len(xt)
+        val_loss = _evaluate(module, xv, yv, q, 4096)
+        history["train"].append(round(train_loss, 6))
+        history["val"].append(round(val_loss, 6))
+        bar.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
+        if val_loss < best_val - 1e-5:
+            best_val, best_epoch, stale = val_loss, epoch, 0
+            best_state = copy.deepcopy(module.state_dict())
+        else:
+            stale += 1
+            if stale >= cfg.patience:
+                break
+    module.load_state_dict(best_state)
+    return history, best_epoch, best_val
 
 
 def _val_metrics(

@@ -131,8 +131,37 @@ def lower_median(x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.partition(x.numpy(), k, axis=1)[:, k : k + 1])
 
 
+class Ensemble(nn.Module):
+    """Several networks of one spec, trained from different seeds; ``[B, L, C] -> [B, H, C, Q]``
+    is the mean of their quantiles (each member's are sorted, so the mean's are too)."""
+
+    def __init__(self, members: list[nn.Module]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ConfigError("an ensemble needs at least two networks")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(dim=0)
+
+
+def ensemble_size(spec: NeuralSpec) -> int:
+    """Networks in ``spec``'s module (the ``ensemble`` setting; 1 without it)."""
+    n = int(spec.params.get("ensemble", 1))
+    if n < 1:
+        raise ConfigError(f"ensemble must be at least 1, got {n}")
+    return n
+
+
 def build_module(spec: NeuralSpec) -> nn.Module:
-    """A freshly initialised network for ``spec`` (seed torch first for repeatability)."""
+    """A freshly initialised network for ``spec`` (seed torch first for repeatability); an
+    :class:`Ensemble` of freshly initialised ones when its ``ensemble`` setting is above 1."""
+    n = ensemble_size(spec)
+    return build_member(spec) if n == 1 else Ensemble([build_member(spec) for _ in range(n)])
+
+
+def build_member(spec: NeuralSpec) -> nn.Module:
+    """One network of ``spec``, its window normalisation around it."""
     level_len = spec.params.get("level_len")
     return WindowNorm(
         _build_net(spec),

@@ -137,6 +137,13 @@ def add_accuracy_flags(p: argparse.ArgumentParser) -> None:
     add_flag(p, "--patience", type=int, default=dl.patience, help="load: early-stopping patience")
     add_flag(
         p,
+        "--ensemble",
+        type=int,
+        default=dl.ensemble,
+        help="load: networks per model, trained from consecutive seeds, quantiles averaged",
+    )
+    add_flag(
+        p,
         "--no-ets",
         action="store_true",
         help="load: leave out the AutoETS baseline even when statsforecast is installed",
@@ -185,6 +192,7 @@ def _config(args: argparse.Namespace) -> BacktestConfig | LoadBacktestConfig:
             bin_s=args.bin_s,
             horizons=tuple(args.horizons),
             patience=args.patience,
+            ensemble=args.ensemble,
             ets=not args.no_ets,
             **common,
         )

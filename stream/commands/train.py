@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from predictor.errors import ConfigError
 from predictor.request_predictor import RequestPredictor
 from predictor.traces import sample_contiguous
 from stream.cliutil import add_flag, add_trace_flags
@@ -49,6 +50,14 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     add_flag(p, "--bin-s", type=float, default=60.0, help="load task: bin size in seconds")
     add_flag(p, "--horizon", type=int, default=30, help="load task: longest horizon in bins")
     add_flag(
+        p,
+        "--ensemble",
+        type=int,
+        default=1,
+        help="load task: networks per model, trained from consecutive seeds, quantiles "
+        "averaged (the served artifact holds them all)",
+    )
+    add_flag(
         p, "--models", nargs="+", help="models to train: lstm dlinear (the preset's default: both)"
     )
     add_flag(p, "--epochs", type=int, help="maximum epochs (early stopping may end sooner)")
@@ -81,6 +90,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.task != "load" and args.ensemble != 1:
+        raise ConfigError("--ensemble is for load models (--task load)")
     preset = get_preset(args.preset).override(
         seq_len=args.seq_len,
         epochs=args.epochs,
@@ -100,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         extra_meta={"source": source, "load": load.to_dict()},
         task=args.task,
-        load=LoadTask(args.bin_s, args.horizon) if args.task == "load" else None,
+        load=LoadTask(args.bin_s, args.horizon, args.ensemble) if args.task == "load" else None,
     )
     if args.task == "load":
         return _load_summary(args, report)

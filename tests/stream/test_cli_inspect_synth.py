@@ -84,6 +84,9 @@ def test_synth_writes_a_trace_inspect_can_load(
         (["serve", "--torch-threads", "-1"], "--torch-threads must be 0 or more"),
         (["run", "--torch-threads", "-1"], "--torch-threads must be 0 or more"),
         (["serve", "--history-records", "-5"], "--history-records must be 0 or more"),
+        (["train", "--task", "load", "--ensemble", "0"], "--ensemble must be at least 1"),
+        (["train", "--ensemble", "3"], "--ensemble is for load models"),
+        (["bench", "accuracy", "--task", "load", "--ensemble", "0"], "ensemble must be at least 1"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(

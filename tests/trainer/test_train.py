@@ -243,3 +243,41 @@ def test_train_models_with_too_few_rows(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match=r"too few rows to train: 13 rows.*--seq-len"):
         offline.train_models(_trace(13), _preset(), tmp_path, progress=False)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("model", ["lstm", "dlinear"])
+def test_an_ensemble_averages_networks_from_consecutive_seeds(model: str, tmp_path: Path) -> None:
+    """Each member is the network a single run from its seed gives; the ensemble's
+    quantiles are their mean; the artifact holds every member and loads back the same."""
+    from predictor.artifacts import load_artifact, save_artifact
+    from predictor.models.neural import Ensemble
+
+    params = {**TINY.get(model, {}), "ensemble": 3}
+    result = train_forecaster([_series()], _cfg(model, params=params, seed=4), progress=False)
+    module = result.forecaster.module
+    assert isinstance(module, Ensemble) and len(module.members) == 3
+    x = torch.randn(5, 12, 3)
+    alone = [  # member k is seed 4 + k trained alone
+        train_forecaster([_series()], _cfg(model, seed=4 + k), progress=False).forecaster.module
+        for k in (0, 2)
+    ]
+    with torch.no_grad():
+        outs = [m(x) for m in module.members]
+        assert torch.allclose(module(x), torch.stack(outs).mean(dim=0))
+        assert torch.allclose(alone[0](x), outs[0], atol=1e-6)
+        assert torch.allclose(alone[1](x), outs[2], atol=1e-6)
+        assert not torch.allclose(outs[0], outs[1])  # the seeds differ
+        q = module(x)
+        assert torch.all(q[..., 1:] >= q[..., :-1])  # quantiles stay ordered
+    info = save_artifact(result.forecaster, tmp_path, preset="test", task="load")
+    loaded, meta = load_artifact(info.path)
+    assert meta["spec"]["params"]["ensemble"] == 3
+    windows = np.abs(np.random.default_rng(0).normal(100, 30, size=(4, 12, 3)))
+    np.testing.assert_allclose(
+        loaded.predict(windows).point, result.forecaster.predict(windows).point, rtol=1e-6
+    )
+
+
+def test_an_ensemble_needs_one_network_or_more() -> None:
+    with pytest.raises(ConfigError, match="ensemble must be at least 1"):
+        train_forecaster([_series()], _cfg(params={"ensemble": 0}), progress=False)
