@@ -95,6 +95,8 @@ class TrainResult:
             "val_windows": self.n_val,
             "duration_s": round(self.duration_s, 2),
             "confidence": self.forecaster.confidence,
+            # with an ensemble the epochs are its first network's
+            **({"ensemble": n} if (n := ensemble_size(self.forecaster.spec)) > 1 else {}),
         }
 
     def metadata(self) -> dict[str, Any]:
