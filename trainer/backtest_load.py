@@ -211,10 +211,17 @@ def evaluate(
     cfg: LoadBacktestConfig,
 ) -> list[dict[str, Any]]:
     """Walk ``fc`` forward over every stream's test bins and score it per quantity and horizon."""
+    return _walk_and_score(fc, streams, cfg)[0]
+
+
+def _walk_and_score(
+    fc: Any, streams: Mapping[str, tuple[np.ndarray, int]], cfg: LoadBacktestConfig
+) -> tuple[list[dict[str, Any]], list[Walked]]:
     started = time.perf_counter()
-    rows = score_walk(fc.name, fc.kind, walk(fc, streams, cfg), cfg)
+    walked = walk(fc, streams, cfg)
+    rows = score_walk(fc.name, fc.kind, walked, cfg)
     log.info("%s: walk-forward and scoring in %.1fs", fc.name, time.perf_counter() - started)
-    return rows
+    return rows, walked
 
 
 def served_best(walked: Mapping[str, Sequence[Walked]], cfg: LoadBacktestConfig) -> list[Walked]:
@@ -315,10 +322,8 @@ def load_backtest(
     results: list[dict[str, Any]] = []
     walked: dict[str, list[Walked]] = {}
     for fc in forecasters:
-        started = time.perf_counter()
-        w = walk(fc, streams, cfg)
-        results += score_walk(fc.name, fc.kind, w, cfg)
-        log.info("%s: walk-forward and scoring in %.1fs", fc.name, time.perf_counter() - started)
+        rows, w = _walk_and_score(fc, streams, cfg)
+        results += rows
         if fc.kind == "model":
             walked[fc.name] = w
         if getattr(fc, "failures", 0):
