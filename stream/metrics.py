@@ -61,9 +61,6 @@ class BatchHistogram:
             self._counts += counts[: len(self._bounds)]  # NaN sorts past +Inf: not counted
             self._sum += float(values[~np.isnan(values)].sum())
 
-    def observe(self, value: float) -> None:
-        self.observe_many(np.array([value], dtype=np.float64))
-
     def describe(self) -> list[Metric]:
         return [HistogramMetricFamily(self._name, self._doc)]
 

@@ -200,7 +200,6 @@ def train_forecaster(
     """Fit one network on raw series ``[N_i, C]`` and return it with its training report."""
     started = time.perf_counter()
     device = resolve_device(cfg.device)
-    torch.manual_seed(cfg.seed)
     x_tr, y_tr, x_va, y_va, scaler = _split(series, cfg)
     spec = NeuralSpec(
         cfg.model,

@@ -29,7 +29,7 @@ def test_batch_histogram_matches_prometheus_histogram() -> None:
     for chunk in np.array_split(values, 7):
         ours.observe_many(chunk)
     ours.observe_many(np.array([]))
-    ours.observe(0.3)
+    ours.observe_many(np.array([0.3]))
     hist.observe(0.3)
     expected, got = _lines(reference), _lines(batched)
     assert len(got) == len(LATENCY_BUCKETS) + 3  # buckets, +Inf, count, sum
@@ -44,7 +44,9 @@ def test_batch_histogram_matches_prometheus_histogram() -> None:
 
 def test_an_infinite_bucket_is_not_exposed_twice() -> None:
     registry = CollectorRegistry()
-    BatchHistogram("x_seconds", "X", (0.5, float("inf"), 1.0), registry).observe(0.7)
+    BatchHistogram("x_seconds", "X", (0.5, float("inf"), 1.0), registry).observe_many(
+        np.array([0.7])
+    )
     lines = [line for line in _lines(registry) if "_bucket" in line]
     assert lines == [
         'x_seconds_bucket{le="0.5"} 0.0',
