@@ -25,6 +25,10 @@ import contextlib
 import selectors
 import socket
 import threading
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stream.kafka_io import KafkaConfig
 
 LOOPBACK = ("127.0.0.1", "localhost")
 POLL_S = 0.1
@@ -136,3 +140,15 @@ class TcpProxy:
                     self._pumps.discard(threading.current_thread())
                 for sock in peers:
                     sock.close()
+
+
+def proxied_config(bootstrap: str, topics: dict[str, int]) -> KafkaConfig:
+    """Client settings for the broker behind a proxy (``bootstrap``), once it answers,
+    with ``topics`` (name -> partitions) created."""
+    from stream.kafka_admin import ensure_topics, wait_for_broker
+    from stream.kafka_io import KafkaConfig
+
+    config = KafkaConfig(bootstrap)
+    wait_for_broker(config, timeout_s=5)
+    ensure_topics(config, topics)
+    return config

@@ -9,10 +9,10 @@ import time
 import pytest
 from kafka import KafkaProducer
 from kafka.record.default_records import DefaultRecordBatch
-from kafka_proxy import TcpProxy
+from kafka_proxy import TcpProxy, proxied_config
 
 from predictor.errors import BrokerError, ConfigError
-from stream.kafka_admin import ensure_topics, read_all, wait_for_broker
+from stream.kafka_admin import ensure_topics, read_all
 from stream.kafka_batch import BatchKafkaSink, encode_batch
 from stream.kafka_io import KafkaConfig
 
@@ -89,9 +89,7 @@ def test_flush_fails_with_broker_error_and_the_sink_recovers(
     proxied_kafka: tuple[str, TcpProxy], topic_name: str
 ) -> None:
     bootstrap, proxy = proxied_kafka
-    config = KafkaConfig(bootstrap)
-    wait_for_broker(config, timeout_s=5)
-    ensure_topics(config, {topic_name: 2})
+    config = proxied_config(bootstrap, {topic_name: 2})
     sink = BatchKafkaSink(config, request_timeout_ms=1_000)
     try:
         sink.send(topic_name, b"k", b"before")
