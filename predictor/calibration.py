@@ -4,7 +4,10 @@ Each matured forecast leaves a nonconformity score: how far (in ``log1p``
 space) the outcome fell outside the model's own interval, negative when it
 was inside. The widening applied to new intervals is a quantile of the last
 ``size`` scores, so when traffic drifts and outcomes start to escape, intervals
-widen, and when they are too wide, they narrow.
+widen, and when they are too wide, they narrow. A lower bound of 0 is the floor
+of every quantity: it is never raised, and an outcome of 0 is inside it, not on
+its edge (otherwise the empty bins of sparse traffic, scored 0 each, would pin
+the widening at 0 and a too-wide interval could not narrow).
 
 The quantile's level adapts too (adaptive conformal inference, Gibbs and Candès,
 2021): it starts at the nominal coverage and, with every outcome, moves up by
@@ -33,16 +36,25 @@ from predictor.ring import Ring
 
 
 def scores(actual: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
-    """Nonconformity of outcomes against intervals, in ``log1p`` space (> 0: outside)."""
+    """Nonconformity of outcomes against intervals, in ``log1p`` space (> 0: outside).
+
+    Every quantity is non-negative, so a lower bound of 0 is the floor: no widening can
+    lower it and no narrowing raises it (:func:`widen_interval`). Against such an
+    interval only the upper bound can be missed, and only its distance counts; an
+    outcome of 0 is then well inside, not on the edge.
+    """
     y, lo, hi = (np.log1p(np.maximum(v, 0.0)) for v in (actual, lower, upper))
-    return np.maximum(lo - y, y - hi)
+    below = np.where(lo > 0.0, lo - y, -np.inf)
+    return np.maximum(below, y - hi)
 
 
 def widen_interval(
     point: np.ndarray, lower: np.ndarray, upper: np.ndarray, w: float | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Apply a widening ``w`` (log1p space; negative narrows, never past the point)."""
-    lo = np.expm1(np.log1p(np.maximum(lower, 0.0)) - w)
+    """Apply a widening ``w`` (log1p space; negative narrows, never past the point); a lower
+    bound at the floor (0) stays there (see :func:`scores`)."""
+    lower = np.maximum(lower, 0.0)
+    lo = np.where(lower > 0.0, np.expm1(np.log1p(lower) - w), 0.0)
     hi = np.expm1(np.log1p(np.maximum(upper, 0.0)) + w)
     return np.maximum(np.minimum(lo, point), 0.0), np.maximum(hi, point)
 

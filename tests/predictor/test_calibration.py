@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from predictor.calibration import OnlineConformal, quantile, widen_interval
+from predictor.calibration import OnlineConformal, quantile, scores, widen_interval
 from predictor.ring import Ring
 
 
@@ -65,3 +65,28 @@ def test_intervals_follow_a_jump_in_traffic() -> None:
     _coverage(conformal, before, 2.7, 1.0, 6.0)
     late = _coverage(conformal, after, 2.7, 1.0, 6.0)  # the first 200 after the jump are skipped
     assert late == pytest.approx(0.8, abs=0.05)
+
+
+def test_zero_floor_lets_intervals_narrow_on_sparse_traffic() -> None:
+    """Load in short bins is often exactly 0. With the model's lower bound at that floor,
+    an outcome of 0 must not count as sitting on the interval's edge: otherwise the scores
+    of the empty bins pin the widening at 0 and a too-wide interval can never narrow.
+    Here 70 % of bins are empty and the raw interval [0, 400] holds every outcome; the
+    calibrated one narrows its upper bound to about 80 % coverage, its lower bound stays 0."""
+    rng = np.random.default_rng(11)
+    actual = np.where(rng.random(6_000) < 0.7, 0.0, rng.lognormal(2.0, 1.0, 6_000))
+    conformal = OnlineConformal(size=500, min_count=20, step=0.05)
+    assert _coverage(conformal, actual, 0.0, 0.0, 400.0) == pytest.approx(0.8, abs=0.02)
+    lo, hi = widen_interval(np.array([0.0]), np.array([0.0]), np.array([400.0]), -2.0)
+    assert lo[0] == 0.0 and hi[0] == pytest.approx(np.expm1(np.log1p(400.0) - 2.0))
+
+
+def test_a_lower_bound_above_the_floor_still_counts() -> None:
+    """Above 0 the score is the usual two-sided one: an outcome under the lower bound is
+    outside by the log distance to it, and narrowing raises that bound."""
+    s = scores(np.array([0.0, 5.0, 0.0]), np.array([1.0, 1.0, 0.0]), np.array([9.0, 9.0, 9.0]))
+    assert s[0] == pytest.approx(np.log1p(1.0))
+    assert s[1] == pytest.approx(max(np.log1p(1.0) - np.log1p(5.0), np.log1p(5.0) - np.log1p(9.0)))
+    assert s[2] == pytest.approx(-np.log1p(9.0))
+    lo, _ = widen_interval(np.array([3.0]), np.array([1.0]), np.array([9.0]), -0.5)
+    assert lo[0] == pytest.approx(np.expm1(np.log1p(1.0) + 0.5))
