@@ -80,6 +80,11 @@ class DLinear(nn.Module):
             head.is_output = True
         self._folded: tuple[tuple[int, ...], torch.Tensor, torch.Tensor] | None = None
 
+    def quantile_biases(self) -> list[torch.Tensor]:
+        """The bias of every output, quantiles on the last axis when viewed as ``[-1, Q]``
+        (one per head: the trend heads', which every output sums with a seasonal one)."""
+        return [head.bias for head in self.trend if isinstance(head, nn.Linear)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             y = self._decomposed(x)

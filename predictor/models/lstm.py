@@ -41,6 +41,10 @@ class LSTMNet(nn.Module):
         self.head.is_output = True  # type: ignore[assignment]
         self.skip.is_output = True  # type: ignore[assignment]
 
+    def quantile_biases(self) -> list[torch.Tensor]:
+        """The bias of every output, quantiles on the last axis when viewed as ``[-1, Q]``."""
+        return [self.head.bias]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out, _ = self.lstm(x)  # [B, L, hidden]
         y = self.head(out[:, -1, :]) + self.skip(x[:, -1, :])  # [B, H*C*Q]

@@ -1,0 +1,55 @@
+"""The quantile outputs of a network: where they start, and that each keeps its role."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from predictor.models.neural import NeuralSpec, build_member, initial_offsets, lower_median
+from trainer.train import TrainConfig, train_forecaster
+
+
+@pytest.mark.parametrize("arch", ["lstm", "dlinear"])
+def test_an_untrained_network_forecasts_the_level_inside_an_interval(arch: str) -> None:
+    torch.manual_seed(0)
+    spec = NeuralSpec(arch, seq_len=24, horizon=5, params={"level_len": 10})
+    x = torch.randn(16, 24, 3)
+    with torch.no_grad():
+        out = build_member(spec)(x)  # [B, H, C, Q]
+    level = lower_median(x[:, -10:, :]).unsqueeze(-1)  # [B, 1, C, 1]
+    offsets = initial_offsets(spec.quantiles)
+    assert offsets[0] < 0 < offsets[2] and offsets[1] == 0
+    torch.testing.assert_close(out, (level + offsets).expand_as(out))
+
+
+def _unsorted(module: torch.nn.Module, x: torch.Tensor, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The network's quantile outputs before they are sorted."""
+    with monkeypatch.context() as m:
+        m.setattr(torch, "sort", lambda y, dim=-1: SimpleNamespace(values=y))
+        with torch.no_grad():
+            return module(x).numpy()
+
+
+@pytest.mark.parametrize("arch", ["lstm", "dlinear"])
+def test_quantile_outputs_keep_their_roles_while_training(
+    arch: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each output row stays the 10th, 50th or 90th percentile for every window, so the sort
+    that guards against crossing has nothing to reorder. Were the rows to start equal, the
+    sort would assign their roles window by window and training would tangle them (a row
+    the median for some windows and a bound for others)."""
+    rng = np.random.default_rng(3)
+    t = np.arange(3_000)
+    rate = 20 + 15 * np.sin(2 * np.pi * t / 300)
+    counts = rng.poisson(rate)
+    series = np.stack([counts, counts * rng.lognormal(5, 1, len(t)), counts * 30.0], axis=1)
+    cfg = TrainConfig(arch, seq_len=32, horizon=6, epochs=6, patience=6, device="cpu")
+    fc = train_forecaster([series], cfg, progress=False).forecaster
+    windows = np.stack([series[i - 32 : i] for i in range(32, len(series), 7)])
+    q = _unsorted(fc.module, torch.from_numpy(fc._scaled(windows)), monkeypatch)
+    in_order = (q[..., 0] <= q[..., 1]) & (q[..., 1] <= q[..., 2])
+    assert in_order.mean() > 0.99
