@@ -40,8 +40,9 @@ from trainer.device import resolve_device
 
 #: architecture settings of load models: the level they start from (and forecast the
 #: deviation from) is the median of the last 30 bins, the strongest simple load
-#: forecaster on both benchmark traces (README "Accuracy: load")
-LOAD_PARAMS: dict[str, Any] = {"level_len": 30}
+#: forecaster on both benchmark traces (README "Accuracy: load"), blended per quantity
+#: towards the 30-bin mean by a learned weight
+LOAD_PARAMS: dict[str, Any] = {"level_len": 30, "level_mix": True}
 
 
 def load_params(ensemble: int = 1) -> dict[str, Any]:

@@ -98,6 +98,11 @@ class WindowNorm(nn.Module):
     median would be decided by the sort of the outputs, input by input: the heads
     of a horizon then swap roles during training and untangle slowly (DLinear's
     did not within 40 epochs at some horizons).
+
+    With ``mix_channels`` the median level is blended per channel towards the
+    window mean by a learned weight (``mix``, starting at 0: the median). Load per
+    bin sums many requests, and where it is busy the mean is the better level,
+    where it is mostly empty the median is; training sets the weights.
     """
 
     def __init__(
@@ -106,13 +111,17 @@ class WindowNorm(nn.Module):
         mode: str = "median",
         level_len: int | None = None,
         offsets: torch.Tensor | None = None,
+        mix_channels: int | None = None,
     ) -> None:
         super().__init__()
         if mode not in ("median", "mean", "none"):
             raise ConfigError(f"unknown window normalisation {mode!r}")
         if level_len is not None and level_len < 1:
             raise ConfigError(f"level_len must be at least 1, got {level_len}")
+        if mix_channels is not None and mode != "median":
+            raise ConfigError(f"a level mix blends the median with the mean, not {mode!r}")
         self.net, self.mode, self.level_len = net, mode, level_len
+        self.mix = None if mix_channels is None else nn.Parameter(torch.zeros(mix_channels))
         if mode != "none":
             # start from "the forecast is the recent level": output layers begin at zero
             for layer in net.modules():
@@ -130,6 +139,8 @@ class WindowNorm(nn.Module):
         recent = x if self.level_len is None else x[:, -self.level_len :, :]
         median = self.mode == "median"
         level = lower_median(recent) if median else recent.mean(dim=1, keepdim=True)  # [B, 1, C]
+        if self.mix is not None:
+            level = level + self.mix * (recent.mean(dim=1, keepdim=True) - level)
         out = self.net(x - level)  # [B, H, C, Q]
         return out + level.unsqueeze(-1)  # [B, 1, C, 1] broadcasts over H and Q
 
@@ -191,6 +202,7 @@ def build_member(spec: NeuralSpec) -> nn.Module:
         str(spec.params.get("norm", "median")),
         None if level_len is None else int(level_len),
         initial_offsets(spec.quantiles),
+        spec.channels if spec.params.get("level_mix") else None,
     )
 
 

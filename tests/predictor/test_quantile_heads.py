@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -9,7 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from predictor.models.neural import NeuralSpec, build_member, initial_offsets, lower_median
+from predictor.artifacts import load_artifact, save_artifact
+from predictor.features import Scaler, to_log
+from predictor.models.neural import (
+    NeuralForecaster,
+    NeuralSpec,
+    build_member,
+    initial_offsets,
+    lower_median,
+)
 from trainer.train import TrainConfig, train_forecaster
 
 
@@ -53,3 +62,42 @@ def test_quantile_outputs_keep_their_roles_while_training(
     q = _unsorted(fc.module, torch.from_numpy(fc._scaled(windows)), monkeypatch)
     in_order = (q[..., 0] <= q[..., 1]) & (q[..., 1] <= q[..., 2])
     assert in_order.mean() > 0.99
+
+
+def test_the_level_mix_blends_the_window_median_towards_its_mean(tmp_path: Path) -> None:
+    """Untrained, a load network's level is the median of its last ``level_len`` steps;
+    its mix weights move that level per channel towards their mean, and an artifact
+    brings the learned weights back."""
+    torch.manual_seed(0)
+    spec = NeuralSpec("dlinear", seq_len=24, horizon=2, params={"level_len": 10, "level_mix": True})
+    member = build_member(spec)
+    x = torch.randn(8, 24, 3) ** 2  # skewed: mean and median apart
+    median = lower_median(x[:, -10:, :])
+    mean = x[:, -10:, :].mean(dim=1, keepdim=True)
+
+    def median_row(module: torch.nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            return module(x)[..., 1]  # [B, H, C]: the level, the network being untrained
+
+    torch.testing.assert_close(median_row(member), median.expand(8, 2, 3))
+    with torch.no_grad():
+        member.mix.copy_(torch.tensor([0.0, 0.5, 1.0]))
+    expected = torch.cat(
+        [median[..., :1], (median + mean)[..., 1:2] / 2, mean[..., 2:]], dim=-1
+    ).expand(8, 2, 3)
+    torch.testing.assert_close(median_row(member), expected)
+
+    raw = np.random.default_rng(0).gamma(1.0, 50.0, size=(64, 3))
+    fc = NeuralForecaster(spec, member, Scaler.fit(to_log(raw)))
+    loaded, _ = load_artifact(save_artifact(fc, tmp_path, preset="cpu").path)
+    assert loaded.module.mix.tolist() == [0.0, 0.5, 1.0]
+    windows = np.random.default_rng(2).gamma(1.0, 50.0, size=(5, 24, 3))
+    np.testing.assert_allclose(loaded.predict(windows).point, fc.predict(windows).point)
+
+
+def test_a_level_mix_needs_the_median() -> None:
+    from predictor.errors import ConfigError
+    from predictor.models.neural import WindowNorm
+
+    with pytest.raises(ConfigError, match="median"):
+        WindowNorm(torch.nn.Identity(), "mean", mix_channels=3)
