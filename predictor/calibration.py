@@ -34,6 +34,10 @@ from predictor.load import LOAD_QUANTITIES
 from predictor.models.base import NOMINAL_COVERAGE, Prediction
 from predictor.ring import Ring
 
+#: the score of an outcome no widening can exclude (a floor lower bound, an infinite
+#: upper one): finite, so quantiles of the scores stay finite, and below any real score
+INSIDE = -1e3
+
 
 def scores(actual: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
     """Nonconformity of outcomes against intervals, in ``log1p`` space (> 0: outside).
@@ -44,8 +48,8 @@ def scores(actual: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarr
     outcome of 0 is then well inside, not on the edge.
     """
     y, lo, hi = (np.log1p(np.maximum(v, 0.0)) for v in (actual, lower, upper))
-    below = np.where(lo > 0.0, lo - y, -np.inf)
-    return np.maximum(below, y - hi)
+    below = np.where(np.isnan(lo) | (lo > 0.0), lo - y, INSIDE)
+    return np.maximum(np.maximum(below, y - hi), INSIDE)  # NaN stays NaN
 
 
 def widen_interval(
@@ -54,7 +58,7 @@ def widen_interval(
     """Apply a widening ``w`` (log1p space; negative narrows, never past the point); a lower
     bound at the floor (0) stays there (see :func:`scores`)."""
     lower = np.maximum(lower, 0.0)
-    lo = np.where(lower > 0.0, np.expm1(np.log1p(lower) - w), 0.0)
+    lo = np.where(np.isnan(lower) | (lower > 0.0), np.expm1(np.log1p(lower) - w), 0.0)
     hi = np.expm1(np.log1p(np.maximum(upper, 0.0)) + w)
     return np.maximum(np.minimum(lo, point), 0.0), np.maximum(hi, point)
 

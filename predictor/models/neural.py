@@ -100,7 +100,8 @@ class WindowNorm(nn.Module):
     did not within 40 epochs at some horizons).
 
     With ``mix_channels`` the median level is blended per channel towards the
-    window mean by a learned weight (``mix``, starting at 0: the median). Load per
+    window mean by a learned weight (``mix``, starting at 0: the median; it is not
+    bounded, so it may also carry the level past the mean or away from it). Load per
     bin sums many requests, and where it is busy the mean is the better level,
     where it is mostly empty the median is; training sets the weights.
     """

@@ -90,3 +90,16 @@ def test_a_lower_bound_above_the_floor_still_counts() -> None:
     assert s[2] == pytest.approx(-np.log1p(9.0))
     lo, _ = widen_interval(np.array([3.0]), np.array([1.0]), np.array([9.0]), -0.5)
     assert lo[0] == pytest.approx(np.expm1(np.log1p(1.0) + 0.5))
+
+
+def test_unbounded_and_missing_bounds() -> None:
+    """An interval no widening can narrow past (floor to infinity) scores a finite value,
+    so the widening stays a number; a missing (NaN) lower bound stays missing instead of
+    passing for the floor, so the service's finiteness check still sees it."""
+    conformal = OnlineConformal(size=100, min_count=20)
+    for _ in range(50):
+        conformal.update("k", np.array([1.0]), np.array([0.0]), np.array([np.inf]))
+    assert np.isfinite(conformal.widen("k"))
+    assert np.isnan(scores(np.array([1.0]), np.array([np.nan]), np.array([5.0])))[0]
+    lo, _ = widen_interval(np.array([1.0]), np.array([np.nan]), np.array([5.0]), 0.1)
+    assert np.isnan(lo[0])
