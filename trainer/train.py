@@ -246,6 +246,27 @@ def train_forecaster(
     )
 
 
+#: the level blend's weights (a few scalars every window shares, ``WindowNorm.mix``) learn
+#: this many times faster than the network, without weight decay: at the network's rate
+#: they move about 0.001 a step and hardly leave 0 in the few epochs a network trains
+#: (DLinear's best epoch on the benchmark week is the first). 10 rather than 30: at 30
+#: the week's load forecasts got worse (README "Accuracy: load")
+MIX_LR_FACTOR = 10.0
+
+
+def _param_groups(module: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """The network's parameters at ``cfg.learning_rate``; level blend weights (if any) at
+    :data:`MIX_LR_FACTOR` times that, without weight decay."""
+    named = list(module.named_parameters())
+    mix = [p for n, p in named if n.rsplit(".", 1)[-1] == "mix"]
+    groups: list[dict[str, Any]] = [
+        {"params": [p for n, p in named if n.rsplit(".", 1)[-1] != "mix"], "lr": cfg.learning_rate}
+    ]
+    if mix:
+        groups.append({"params": mix, "lr": cfg.learning_rate * MIX_LR_FACTOR, "weight_decay": 0.0})
+    return groups
+
+
 def _fit(
     module: torch.nn.Module,
     xt: torch.Tensor,
@@ -260,9 +281,7 @@ def _fit(
 ) -> tuple[dict[str, list[float]], int, float]:
     """Train ``module`` in place until validation stops improving, keep its best weights;
     returns the loss history, the best epoch and its validation loss."""
-    opt = torch.optim.AdamW(
-        module.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
-    )
+    opt = torch.optim.AdamW(_param_groups(module, cfg), weight_decay=cfg.weight_decay)
     history: dict[str, list[float]] = {"train": [], "val": []}
     best_val, best_epoch, best_state, stale = math.inf, 0, copy.deepcopy(module.state_dict()), 0
     bar = tqdm(

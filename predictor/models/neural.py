@@ -101,9 +101,9 @@ class WindowNorm(nn.Module):
 
     With ``mix_channels`` the median level is blended per channel towards the
     window mean by a learned weight (``mix``, starting at 0: the median; it is not
-    bounded, so it may also carry the level past the mean or away from it). Load per
-    bin sums many requests, and where it is busy the mean is the better level,
-    where it is mostly empty the median is; training sets the weights.
+    bounded, so it may also carry the level past the mean or away from it): which
+    level forecasts load better depends on the quantity and the traffic, and
+    training sets the weights.
     """
 
     def __init__(

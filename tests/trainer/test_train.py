@@ -281,3 +281,23 @@ def test_an_ensemble_averages_networks_from_consecutive_seeds(model: str, tmp_pa
 def test_an_ensemble_needs_one_network_or_more() -> None:
     with pytest.raises(ConfigError, match="ensemble must be at least 1"):
         train_forecaster([_series()], _cfg(params={"ensemble": 0}), progress=False)
+
+
+def test_the_level_blend_learns_faster_than_the_network() -> None:
+    """Every parameter is optimised once; a load network's blend weights at
+    MIX_LR_FACTOR times the learning rate and without weight decay, the rest as configured;
+    a network without a blend has one group."""
+    from predictor.models.neural import NeuralSpec, build_module
+    from trainer.train import MIX_LR_FACTOR, _param_groups, load_params
+
+    cfg = TrainConfig("lstm", learning_rate=2e-3, weight_decay=0.05)
+    module = build_module(NeuralSpec("lstm", seq_len=16, horizon=3, params=load_params(2)))
+    groups = _param_groups(module, cfg)
+    ids = [id(p) for g in groups for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in module.parameters())
+    net, mix = groups
+    assert net["lr"] == 2e-3 and "weight_decay" not in net
+    assert mix["lr"] == pytest.approx(2e-3 * MIX_LR_FACTOR) and mix["weight_decay"] == 0.0
+    assert [tuple(p.shape) for p in mix["params"]] == [(3,), (3,)]  # one per ensemble member
+    plain = build_module(NeuralSpec("dlinear", seq_len=16, horizon=3))
+    assert len(_param_groups(plain, cfg)) == 1
