@@ -68,6 +68,8 @@ STEP_EVENTS = 0.005
 #: adaptation step per outcome for load forecasts (one outcome a bin per horizon): the
 #: level can cross from 0.8 to 0.3 within about fifty bins
 STEP_BINS = 0.05
+#: scores kept per load model, quantity and horizon, and how many before they widen
+LOAD_SIZE, LOAD_MIN_COUNT = 500, 20
 #: bins of history whose forecasts prime the calibration of load intervals before the
 #: first one is published: ``min_count`` outcomes even at a 30-bin horizon
 PRIME_BINS = 60
@@ -122,6 +124,11 @@ class OnlineConformal:
             return 0.0
         w = self._widen[key] = quantile(buf.values(), self.level(key))
         return w
+
+
+def load_conformal() -> OnlineConformal:
+    """The online calibration of load intervals, as the service keeps it."""
+    return OnlineConformal(LOAD_SIZE, LOAD_MIN_COUNT, step=STEP_BINS)
 
 
 def quantile(values: np.ndarray, level: float) -> float:

@@ -20,13 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from predictor.calibration import (
-    PRIME_BINS,
-    STEP_BINS,
-    OnlineConformal,
-    calibrate_online,
-    widen_interval,
-)
+from predictor.calibration import PRIME_BINS, calibrate_online, load_conformal, widen_interval
 from predictor.events import RequestEvent
 from predictor.features import pad_window
 from predictor.load import LOAD_QUANTITIES, LoadBins
@@ -94,15 +88,11 @@ class LoadForecasting:
     ) -> None:
         self.config, self.slots, self.metrics = config, slots, metrics
         self.bins = self._new_bins()
-        self.conformal = self._new_conformal()
+        self.conformal = load_conformal()
         self.scores = RollingScores(size=LOAD_BEST_SIZE)
         self._pending: dict[tuple[str, int], list[_Made]] = {}
         self._latest: dict[str, dict[str, dict[int, _Made]]] = {}
         self.published = 0
-
-    @staticmethod
-    def _new_conformal() -> OnlineConformal:
-        return OnlineConformal(size=500, min_count=20, step=STEP_BINS)
 
     def _new_bins(self) -> LoadBins:
         lens = [cur.forecaster.seq_len for s in self.slots.values() if (cur := s.current())]
@@ -115,7 +105,7 @@ class LoadForecasting:
         if not events:
             return
         self.bins = self._new_bins()
-        self.conformal = self._new_conformal()  # primed again below, from the new history
+        self.conformal = load_conformal()  # primed again below, from the new history
         self._pending.clear()
         self._latest.clear()
         self.warm(events)

@@ -40,7 +40,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from predictor.calibration import PRIME_BINS, STEP_BINS, OnlineConformal, calibrate_online
+from predictor.calibration import (
+    LOAD_MIN_COUNT,
+    LOAD_SIZE,
+    PRIME_BINS,
+    STEP_BINS,
+    OnlineConformal,
+    calibrate_online,
+)
 from predictor.errors import ConfigError, TrainingError
 from predictor.load import LOAD_QUANTITIES
 from predictor.models import ets
@@ -80,8 +87,8 @@ class LoadBacktestConfig:
     seed: int = 0
     device: str = "auto"
     #: online conformal buffer (scores kept) and the scores needed before it widens
-    conformal_size: int = 500
-    conformal_min_count: int = 20
+    conformal_size: int = LOAD_SIZE
+    conformal_min_count: int = LOAD_MIN_COUNT
     conformal_step: float = STEP_BINS
     #: bins before the test period whose forecasts only prime the calibration
     prime_bins: int = PRIME_BINS
@@ -232,29 +239,27 @@ def served_best(walked: Mapping[str, Sequence[Walked]], cfg: LoadBacktestConfig)
     streams as the service pools them."""
     names = list(walked)
     scores = RollingScores(size=LOAD_BEST_SIZE)
-    n_streams = len(walked[names[0]])
-    out = []
-    for k in range(n_streams):
-        series, start, _, first = walked[names[0]][k]
-        out.append((series, start, Prediction(*(np.empty_like(getattr(first, f)) for f in PARTS))))
-    longest = max(len(walked[names[0]][k][3].point) for k in range(n_streams))
-    for i in range(longest):
+    # until a model has been scored (and at horizons nobody scores) `best` is the first's
+    out = [
+        (series, start, Prediction(*(getattr(first, f).copy() for f in PARTS)))
+        for series, start, _, first in walked[names[0]]
+    ]
+    for i in range(max(len(best.point) for _, _, best in out)):  # in time, streams in turn
         for k, (series, start, best) in enumerate(out):
             if i >= len(best.point):
                 continue
             t = start + i  # bin t is known: score the forecasts that targeted it
             for h in cfg.horizons:
-                j = i - h
-                if j < 0:
+                if i < h:
                     continue
                 for name in names:
                     pred = walked[name][k][3]
                     for c, q in enumerate(LOAD_QUANTITIES):
                         y = series[t, c]
-                        err = abs(pred.point[j, h - 1, c] - y)
-                        hit = pred.lower[j, h - 1, c] <= y <= pred.upper[j, h - 1, c]
+                        err = abs(pred.point[i - h, h - 1, c] - y)
+                        hit = pred.lower[i - h, h - 1, c] <= y <= pred.upper[i - h, h - 1, c]
                         scores.add(name, score_key(q, h), np.array([err]), np.array([hit]))
-            for h in range(1, cfg.horizon + 1):
+            for h in cfg.horizons:
                 for c, q in enumerate(LOAD_QUANTITIES):
                     choice = scores.best(score_key(q, h), names, min_count=LOAD_BEST_MIN_COUNT)
                     pred = walked[choice or names[0]][k][3]

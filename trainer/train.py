@@ -257,11 +257,11 @@ MIX_LR_FACTOR = 10.0
 def _param_groups(module: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
     """The network's parameters at ``cfg.learning_rate``; level blend weights (if any) at
     :data:`MIX_LR_FACTOR` times that, without weight decay."""
-    named = list(module.named_parameters())
-    mix = [p for n, p in named if n.rsplit(".", 1)[-1] == "mix"]
-    groups: list[dict[str, Any]] = [
-        {"params": [p for n, p in named if n.rsplit(".", 1)[-1] != "mix"], "lr": cfg.learning_rate}
-    ]
+    net: list[torch.nn.Parameter] = []
+    mix: list[torch.nn.Parameter] = []
+    for name, p in module.named_parameters():
+        (mix if name.rsplit(".", 1)[-1] == "mix" else net).append(p)
+    groups: list[dict[str, Any]] = [{"params": net, "lr": cfg.learning_rate}]
     if mix:
         groups.append({"params": mix, "lr": cfg.learning_rate * MIX_LR_FACTOR, "weight_decay": 0.0})
     return groups
