@@ -153,7 +153,8 @@ def load_artifact(path: str | Path, device: str = "cpu") -> tuple[NeuralForecast
         if _sha256(path / WEIGHTS) != meta["weights_sha256"]:
             raise ModelLoadError(f"{path}: weights do not match their checksum (corrupt file)")
         spec = NeuralSpec.from_dict(meta["spec"])
-        module = build_module(spec)
+        scaler = Scaler.from_dict(meta["scaler"])
+        module = build_module(spec, scaler)
         state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
         module.load_state_dict(state, strict=True)
         calibration = np.asarray(meta["calibration"], dtype=np.float64)
@@ -166,7 +167,7 @@ def load_artifact(path: str | Path, device: str = "cpu") -> tuple[NeuralForecast
         forecaster = NeuralForecaster(
             spec,
             module,
-            Scaler.from_dict(meta["scaler"]),
+            scaler,
             calibration=calibration,
             confidence=meta.get("confidence"),
             device=device,

@@ -41,8 +41,8 @@ from trainer.device import resolve_device
 #: architecture settings of load models: the level they start from (and forecast the
 #: deviation from) is the median of the last 30 bins, the strongest simple load
 #: forecaster on both benchmark traces (README "Accuracy: load"), blended per quantity
-#: towards the 30-bin mean by a learned weight
-LOAD_PARAMS: dict[str, Any] = {"level_len": 30, "level_mix": True}
+#: towards the 30-bin mean of the raw values (the moving-mean baseline) by a learned weight
+LOAD_PARAMS: dict[str, Any] = {"level_len": 30, "level_mix": True, "level_mean": "raw"}
 
 
 def load_params(ensemble: int = 1) -> dict[str, Any]:
@@ -219,7 +219,7 @@ def train_forecaster(
     fits = []
     for k in range(n_members):  # each member from its own seed, with its own early stopping
         torch.manual_seed(cfg.seed + k)
-        member = build_member(spec).to(device)
+        member = build_member(spec, scaler).to(device)
         tag = cfg.model if n_members == 1 else f"{cfg.model} {k + 1}/{n_members}"
         rng = np.random.default_rng(cfg.seed + k)
         fits.append((member, _fit(member, xt, yt, xv, yv, q, cfg, rng, tag, progress)))

@@ -13,6 +13,8 @@ of that score so that about 80 % of held-out outcomes fall inside.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,8 +105,16 @@ class WindowNorm(nn.Module):
     window mean by a learned weight (``mix``, starting at 0: the median; it is not
     bounded, so it may also carry the level past the mean or away from it): which
     level forecasts load better depends on the quantity and the traffic, and
-    training sets the weights.
+    training sets the weights. That mean is the mean of the scaled log values
+    unless ``raw_scale`` (the scaler's per-channel ``(mean, std)`` of ``log1p``
+    values) is given: then it is the mean of the raw values, mapped into the
+    network's space, so that at ``mix == 1`` an untrained network forecasts exactly
+    the moving-mean baseline (the log-space mean sits below it, by more the more
+    skewed the quantity is, and the level blend could reach neither baseline).
     """
+
+    log_mean: torch.Tensor  # buffers of a raw-value mean
+    log_std: torch.Tensor
 
     def __init__(
         self,
@@ -113,6 +123,7 @@ class WindowNorm(nn.Module):
         level_len: int | None = None,
         offsets: torch.Tensor | None = None,
         mix_channels: int | None = None,
+        raw_scale: tuple[Sequence[float], Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
         if mode not in ("median", "mean", "none"):
@@ -123,6 +134,14 @@ class WindowNorm(nn.Module):
             raise ConfigError(f"a level mix blends the median with the mean, not {mode!r}")
         self.net, self.mode, self.level_len = net, mode, level_len
         self.mix = None if mix_channels is None else nn.Parameter(torch.zeros(mix_channels))
+        self.raw_mean = raw_scale is not None
+        if raw_scale is not None:
+            if mix_channels is None:
+                raise ConfigError("a raw-value mean only serves the level mix (level_mix)")
+            # from the scaler, which travels with the model: not saved with the weights
+            mean, std = (torch.tensor(v, dtype=torch.float32) for v in raw_scale)
+            self.register_buffer("log_mean", mean, persistent=False)
+            self.register_buffer("log_std", std, persistent=False)
         if mode != "none":
             # start from "the forecast is the recent level": output layers begin at zero
             for layer in net.modules():
@@ -141,9 +160,19 @@ class WindowNorm(nn.Module):
         median = self.mode == "median"
         level = lower_median(recent) if median else recent.mean(dim=1, keepdim=True)  # [B, 1, C]
         if self.mix is not None:
-            level = level + self.mix * (recent.mean(dim=1, keepdim=True) - level)
+            level = level + self.mix * (self._mean(recent) - level)
         out = self.net(x - level)  # [B, H, C, Q]
         return out + level.unsqueeze(-1)  # [B, 1, C, 1] broadcasts over H and Q
+
+    def _mean(self, recent: torch.Tensor) -> torch.Tensor:
+        """The window's mean level, ``[B, 1, C]``: of the scaled log values, or with
+        ``raw_scale`` of the raw values (``log1p(mean(expm1(v))) = log(mean(exp(v)))``
+        in log space, taken through ``logsumexp`` so no raw value overflows)."""
+        if not self.raw_mean:
+            return recent.mean(dim=1, keepdim=True)
+        logs = (recent * self.log_std + self.log_mean).clamp_min(0.0)  # log1p of raw >= 0
+        mean_log = torch.logsumexp(logs, dim=1, keepdim=True) - math.log(recent.shape[1])
+        return (mean_log - self.log_mean) / self.log_std
 
 
 def _quantile_biases(net: nn.Module) -> list[torch.Tensor]:
@@ -188,22 +217,40 @@ def ensemble_size(spec: NeuralSpec) -> int:
     return n
 
 
-def build_module(spec: NeuralSpec) -> nn.Module:
+def build_module(spec: NeuralSpec, scaler: Scaler | None = None) -> nn.Module:
     """A freshly initialised network for ``spec`` (seed torch first for repeatability); an
-    :class:`Ensemble` of freshly initialised ones when its ``ensemble`` setting is above 1."""
+    :class:`Ensemble` of freshly initialised ones when its ``ensemble`` setting is above 1.
+    ``scaler`` is the one the network's inputs are scaled with (needed by a raw-value
+    ``level_mean``)."""
     n = ensemble_size(spec)
-    return build_member(spec) if n == 1 else Ensemble([build_member(spec) for _ in range(n)])
+    if n == 1:
+        return build_member(spec, scaler)
+    return Ensemble([build_member(spec, scaler) for _ in range(n)])
 
 
-def build_member(spec: NeuralSpec) -> nn.Module:
+#: how a level mix takes the window mean: ``log`` of the scaled log values (what an
+#: artifact without the setting means) or ``raw`` of the raw values
+LEVEL_MEANS = ("log", "raw")
+
+
+def build_member(spec: NeuralSpec, scaler: Scaler | None = None) -> nn.Module:
     """One network of ``spec``, its window normalisation around it."""
     level_len = spec.params.get("level_len")
+    level_mean = str(spec.params.get("level_mean", "log"))
+    if level_mean not in LEVEL_MEANS:
+        raise ConfigError(f"unknown level_mean {level_mean!r}; choose from {LEVEL_MEANS}")
+    raw_scale = None
+    if level_mean == "raw":
+        if scaler is None:
+            raise ConfigError("a raw-value level_mean needs the scaler of the network's inputs")
+        raw_scale = (scaler.mean, scaler.std)
     return WindowNorm(
         _build_net(spec),
         str(spec.params.get("norm", "median")),
         None if level_len is None else int(level_len),
         initial_offsets(spec.quantiles),
         spec.channels if spec.params.get("level_mix") else None,
+        raw_scale,
     )
 
 

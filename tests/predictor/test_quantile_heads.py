@@ -101,3 +101,52 @@ def test_a_level_mix_needs_the_median() -> None:
 
     with pytest.raises(ConfigError, match="median"):
         WindowNorm(torch.nn.Identity(), "mean", mix_channels=3)
+
+
+def test_a_raw_value_mean_level_is_the_moving_mean_baseline(tmp_path: Path) -> None:
+    """With ``level_mean: raw`` and the mix at 1, an untrained load network forecasts
+    exactly what the 30-bin moving mean forecasts, in raw units, at every horizon (the
+    mean of the log values, the other ``level_mean``, sits well below it on skewed load);
+    an artifact rebuilds the level from its scaler."""
+    from predictor.models.baselines import RollingMean
+    from trainer.train import load_params
+
+    rng = np.random.default_rng(4)
+    history = rng.gamma(0.5, 200.0, size=(500, 3))  # skewed, some bins near 0
+    scaler = Scaler.fit(to_log(history))
+    windows = rng.gamma(0.5, 200.0, size=(6, 48, 3))
+    baseline = RollingMean(30, horizon=4).predict(windows).point  # [B, H, C]
+
+    def level_forecast(level_mean: str) -> tuple[NeuralForecaster, np.ndarray]:
+        spec = NeuralSpec("dlinear", 48, 4, params={**load_params(), "level_mean": level_mean})
+        fc = NeuralForecaster(spec, build_member(spec, scaler), scaler)
+        with torch.no_grad():
+            fc.module.mix.fill_(1.0)
+        return fc, fc.predict(windows).point
+
+    fc, raw_level = level_forecast("raw")
+    np.testing.assert_allclose(raw_level, baseline, rtol=1e-4)
+    _, log_level = level_forecast("log")
+    assert (log_level < 0.9 * baseline).mean() > 0.9
+
+    loaded, _ = load_artifact(save_artifact(fc, tmp_path, preset="cpu").path)
+    np.testing.assert_allclose(loaded.predict(windows).point, raw_level)
+
+
+def test_a_raw_value_mean_level_neither_overflows_nor_runs_without_its_scaler() -> None:
+    from predictor.errors import ConfigError
+
+    spec = NeuralSpec(
+        "lstm", 16, 2, params={"level_len": 8, "level_mix": True, "level_mean": "raw"}
+    )
+    with pytest.raises(ConfigError, match="scaler"):
+        build_member(spec)
+    with pytest.raises(ConfigError, match="level_mean"):
+        build_member(NeuralSpec("lstm", 16, 2, params={"level_mix": True, "level_mean": "sum"}))
+    scaler = Scaler((1.0, 1.0, 1.0), (0.5, 0.5, 0.5))
+    member = build_member(spec, scaler)
+    with torch.no_grad():
+        member.mix.fill_(1.0)
+        out = member(torch.full((2, 16, 3), 400.0))  # log1p values near 200: exp overflows
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out[..., 1], torch.full((2, 2, 3), 400.0))

@@ -287,11 +287,13 @@ def test_the_level_blend_learns_faster_than_the_network() -> None:
     """Every parameter is optimised once; a load network's blend weights at
     MIX_LR_FACTOR times the learning rate and without weight decay, the rest as configured;
     a network without a blend has one group."""
+    from predictor.features import Scaler
     from predictor.models.neural import NeuralSpec, build_module
     from trainer.train import MIX_LR_FACTOR, _param_groups, load_params
 
     cfg = TrainConfig("lstm", learning_rate=2e-3, weight_decay=0.05)
-    module = build_module(NeuralSpec("lstm", seq_len=16, horizon=3, params=load_params(2)))
+    spec = NeuralSpec("lstm", seq_len=16, horizon=3, params=load_params(2))
+    module = build_module(spec, Scaler((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
     groups = _param_groups(module, cfg)
     ids = [id(p) for g in groups for p in g["params"]]
     assert sorted(ids) == sorted(id(p) for p in module.parameters())
