@@ -4,7 +4,9 @@ The next-request task: per stream, the first ``train_fraction`` of rows train th
 networks (all streams' heads together, as offline training does); then, over the
 remaining rows, every forecaster makes one forecast per request from the rows up
 to and including that request only, and is scored against the next request.
-Errors are pooled over streams (each forecast counts once).
+Errors are pooled over streams (each forecast counts once). Each model's MAE
+ratio to the best baseline comes with a 90 % interval from a paired block
+bootstrap over the forecast origins (:func:`ratio_interval`).
 
 The scoring and the report work on any :class:`Prediction` ``[N, H, C]`` and
 outcomes ``[N, H, C]``, so window-level multi-horizon tasks can reuse them.
@@ -134,8 +136,17 @@ def _smape(point: np.ndarray, actual: np.ndarray) -> float:
     return float(np.divide(num, den, out=np.zeros_like(num), where=den > 0).mean())
 
 
-def verdict(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Per task, target, horizon and model: is its MAE at most the best baseline's?"""
+def verdict(
+    results: Sequence[Mapping[str, Any]],
+    errors: Mapping[tuple[str, str, int], np.ndarray] | None = None,
+) -> list[dict[str, Any]]:
+    """Per task, target, horizon and model: is its MAE at most the best baseline's?
+
+    With ``errors`` (absolute errors in time order per ``(forecaster, target, horizon)``)
+    each row also gets ``ratio_interval``: a 90 % block-bootstrap interval of its MAE
+    ratio (:func:`ratio_interval`), which says how far the test period's length lets
+    the ratio be trusted.
+    """
     groups: dict[tuple[str, str, int], list[Mapping[str, Any]]] = {}
     for r in results:
         groups.setdefault((r["task"], r["target"], r["horizon"]), []).append(r)
@@ -148,20 +159,75 @@ def verdict(results: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         for r in rows:
             if r["kind"] != "model" or r["mae"] is None:
                 continue
-            out.append(
-                {
-                    "task": task,
-                    "target": target,
-                    "horizon": horizon,
-                    "model": r["model"],
-                    "mae": r["mae"],
-                    "best_baseline": best["model"],
-                    "best_baseline_mae": best["mae"],
-                    "ratio": _ratio(r["mae"], best["mae"]),
-                    "beats_best_baseline": bool(r["mae"] <= best["mae"]),
-                }
+            row = {
+                "task": task,
+                "target": target,
+                "horizon": horizon,
+                "model": r["model"],
+                "mae": r["mae"],
+                "best_baseline": best["model"],
+                "best_baseline_mae": best["mae"],
+                "ratio": _ratio(r["mae"], best["mae"]),
+                "beats_best_baseline": bool(r["mae"] <= best["mae"]),
+            }
+            mine, theirs = (
+                None if errors is None else errors.get((name, target, horizon))
+                for name in (r["model"], best["model"])
             )
+            if mine is not None and theirs is not None:
+                row["ratio_interval"] = ratio_interval(mine, theirs, block=horizon)
+            out.append(row)
     return out
+
+
+#: bootstrap draws and interval level of :func:`ratio_interval`
+BOOTSTRAP_DRAWS = 1000
+INTERVAL_LEVEL = 0.9
+
+
+def ratio_interval(
+    errors: np.ndarray, base_errors: np.ndarray, block: int = 1, seed: int = 0
+) -> list[float] | None:
+    """A 90 % interval of ``mean(errors) / mean(base_errors)`` by a paired moving-block
+    bootstrap over forecast origins.
+
+    Both error series (same origins, in time order) are resampled with the same
+    blocks of consecutive origins, so what the two forecasters share (a burst, a
+    quiet spell) cancels in the ratio. Blocks are at least ``block`` long (the
+    horizon: forecasts ``h`` bins ahead from neighbouring origins share outcomes)
+    and at least the cube root of the count, a usual choice for serially correlated
+    errors. None when the baseline's resampled error can be 0 or fewer than two
+    blocks fit.
+
+    >>> rng = np.random.default_rng(0)
+    >>> base = rng.exponential(1.0, 2000)
+    >>> ratio_interval(base * rng.uniform(0.8, 1.0, 2000), base, block=6)  # 10 % better
+    [0.8964, 0.9014]
+    """
+    a, b = np.asarray(errors, dtype=np.float64), np.asarray(base_errors, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired error series needed, got shapes {a.shape} and {b.shape}")
+    keep = ~(np.isnan(a) | np.isnan(b))
+    a, b = a[keep], b[keep]
+    n = len(a)
+    length = max(block, int(np.ceil(n ** (1 / 3))), 1)
+    if n < 2 * length:
+        return None
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, n - length + 1, size=(BOOTSTRAP_DRAWS, -(-n // length)))
+    idx = (starts[..., None] + np.arange(length)).reshape(BOOTSTRAP_DRAWS, -1)[:, :n]
+    num, den = a[idx].mean(axis=1), b[idx].mean(axis=1)
+    if not (den > 0).all():
+        return None
+    tail = (1 - INTERVAL_LEVEL) / 2
+    lo, hi = np.quantile(num / den, [tail, 1 - tail])
+    return [round(float(lo), 4), round(float(hi), 4)]
+
+
+def _interval(v: Mapping[str, Any]) -> str:
+    """``, 90 % interval a-b`` for a verdict row with a ``ratio_interval``."""
+    iv = v.get("ratio_interval")
+    return "" if not iv else f", {INTERVAL_LEVEL:.0%} interval {iv[0]:.3f}-{iv[1]:.3f}"
 
 
 def _ratio(mae: float, best: float) -> float | None:
@@ -258,9 +324,12 @@ def next_request_backtest(
     forecasters: list[Forecaster] = [*models, *default_baselines(horizon=1, channels=3)]
     parts = list(streams.values())
     results: list[dict[str, Any]] = []
+    errors: dict[tuple[str, str, int], np.ndarray] = {}
     for fc in forecasters:
         pred, actual = walk_forward(fc, parts)
         results += score(pred, actual, QUANTITIES, task=NEXT_REQUEST, model=fc.name, kind=fc.kind)
+        err = np.abs(pred.point[:, 0] - actual[:, 0])  # [M, C]
+        errors.update({(fc.name, q, 1): err[:, c] for c, q in enumerate(QUANTITIES)})
     task_config = {
         **asdict(cfg),
         "models": list(cfg.models),
@@ -274,7 +343,7 @@ def next_request_backtest(
         "forecasts": sum(len(s) - cut for s, cut in parts),
         "training": training,
     }
-    return {"task_config": task_config, "results": results, "verdict": verdict(results)}
+    return {"task_config": task_config, "results": results, "verdict": verdict(results, errors)}
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -352,7 +421,7 @@ def to_markdown(report: Mapping[str, Any]) -> str:
             parts = [
                 f"{v['target']} {'beats' if v['beats_best_baseline'] else 'LOSES to'} "
                 f"{v['best_baseline']} (MAE ratio "
-                f"{_num(v['ratio'], '.4f')})"
+                f"{_num(v['ratio'], '.4f')}{_interval(v)})"
                 for v in mine
             ]
             wins = sum(v["beats_best_baseline"] for v in mine)

@@ -52,6 +52,8 @@ def test_bench_accuracy_writes_json_and_markdown(
         assert r["n"] == tc["forecasts"] and 0 <= r["coverage"] <= 1
     for v in report["verdict"]:
         assert v["model"] in models and isinstance(v["beats_best_baseline"], bool)
+        lo, hi = v["ratio_interval"]
+        assert 0 <= lo <= hi
     table = capsys.readouterr().out
     assert table == md.read_text() and "| lstm | model |" in table
 

@@ -17,6 +17,7 @@ from trainer.backtest import (
     NEXT_REQUEST,
     BacktestConfig,
     next_request_backtest,
+    ratio_interval,
     score,
     split_streams,
     to_markdown,
@@ -93,6 +94,42 @@ def test_verdict_and_markdown_group_by_horizon() -> None:
     md = to_markdown({"results": results, "verdict": v})
     assert "### load, horizon 1" in md and "### load, horizon 5" in md
     assert "| b | baseline | 3 * |" in md and "LOSES to a" in md
+
+
+def test_ratio_interval_is_a_paired_block_bootstrap() -> None:
+    rng = np.random.default_rng(1)
+    base = rng.exponential(1.0, 3000)
+    # the same errors: every resample gives 1
+    assert ratio_interval(base, base.copy(), block=6) == [1.0, 1.0]
+    # uniformly 5 % better: the pairing cancels the shared noise, 1 is far outside
+    lo, hi = ratio_interval(0.95 * base, base)
+    assert lo == pytest.approx(0.95) and hi == pytest.approx(0.95)
+    # as good, but independent: the interval spans 1 and is wider for fewer origins
+    other = rng.exponential(1.0, 3000)
+    wide, narrow = ratio_interval(other[:300], base[:300]), ratio_interval(other, base)
+    assert wide is not None and narrow is not None
+    assert wide[0] < 1 < wide[1] and narrow[0] < 1 < narrow[1]
+    assert wide[1] - wide[0] > 2 * (narrow[1] - narrow[0])
+    # missing outcomes (NaN) are left out of both; too few blocks, or a zero baseline: None
+    with_nan = np.append(base, np.nan)
+    assert ratio_interval(with_nan, with_nan, block=6) == [1.0, 1.0]
+    assert ratio_interval(base[:50], base[:50], block=30) is None
+    assert ratio_interval(base[:100], np.zeros(100)) is None
+    with pytest.raises(ValueError, match="paired"):
+        ratio_interval(base, base[:10])
+
+
+def test_verdict_intervals_need_both_error_series() -> None:
+    rng = np.random.default_rng(2)
+    base = rng.exponential(1.0, 500)
+    results = [
+        {"task": "load", "target": "x", "horizon": 1, "model": m, "kind": k, "mae": mae, "n": 500}
+        for m, k, mae in [("lstm", "model", 0.9 * base.mean()), ("a", "baseline", base.mean())]
+    ]
+    (v,) = verdict(results, {("lstm", "x", 1): 0.9 * base, ("a", "x", 1): base})
+    assert v["ratio"] == pytest.approx(0.9) and v["ratio_interval"] == [0.9, 0.9]
+    (v,) = verdict(results, {("lstm", "x", 1): 0.9 * base})
+    assert "ratio_interval" not in v
 
 
 def test_next_request_backtest_shape(tmp_path: Path) -> None:

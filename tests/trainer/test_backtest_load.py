@@ -24,6 +24,8 @@ from trainer.backtest_load import (
     outcomes,
     served_best,
     split_load,
+    walk,
+    walk_errors,
 )
 
 TINY = {"bin_s": 60.0, "seq_len": 12, "epochs": 2, "batch_size": 32, "device": "cpu"}
@@ -79,9 +81,26 @@ def test_load_backtest_shape(trace: pd.DataFrame, monkeypatch: pytest.MonkeyPatc
     assert {(v["model"], v["target"], v["horizon"]) for v in report["verdict"]} == {
         (m, q, h) for m in served for q in LOAD_QUANTITIES for h in (1, 6)
     }
+    for v in report["verdict"]:  # each ratio has its bootstrap interval
+        lo, hi = v["ratio_interval"]
+        assert 0 <= lo <= hi
     md = load_markdown(report)
     assert "### load, horizon 1" in md and "### load, horizon 6" in md
+    assert "90% interval" in md
     assert all(f"| {name} |" in md for name in names) and "sMAPE" in md
+
+
+def test_walk_errors_are_the_scored_errors(trace: pd.DataFrame) -> None:
+    """The errors the ratio intervals resample are those the MAE is the mean of."""
+    cfg = LoadBacktestConfig(horizons=(1, 6), **TINY)  # type: ignore[arg-type]
+    streams = split_load(trace, cfg)
+    for fc in load_baselines(cfg.horizon):
+        rows = evaluate(fc, streams, cfg)
+        errors = walk_errors(fc.name, walk(fc, streams, cfg), cfg)
+        for r in rows:
+            err = errors[(fc.name, r["target"], r["horizon"])]
+            assert np.count_nonzero(~np.isnan(err)) == r["n"]
+            assert np.nanmean(err) == pytest.approx(r["mae"])
 
 
 def test_persistence_mae_and_smape_by_hand() -> None:
