@@ -308,7 +308,7 @@ def train_on_heads(
             val_fraction=cfg.val_fraction,
             device=cfg.device,
             seed=cfg.seed,
-            params=load_params(cfg.ensemble),
+            params=load_params(name, cfg.ensemble),
         )
         try:
             result = train_forecaster(heads, tc, progress=progress)

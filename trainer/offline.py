@@ -114,7 +114,7 @@ def train_models(
             device=device,
             seed=seed,
             horizon=horizon,
-            params=load_params(load.ensemble) if load is not None else {},
+            params=load_params(model, load.ensemble) if load is not None else {},
         )
         outcome = ModelOutcome(model)
         try:

@@ -118,7 +118,9 @@ def test_a_raw_value_mean_level_is_the_moving_mean_baseline(tmp_path: Path) -> N
     baseline = RollingMean(30, horizon=4).predict(windows).point  # [B, H, C]
 
     def level_forecast(level_mean: str) -> tuple[NeuralForecaster, np.ndarray]:
-        spec = NeuralSpec("dlinear", 48, 4, params={**load_params(), "level_mean": level_mean})
+        spec = NeuralSpec(
+            "dlinear", 48, 4, params={**load_params("dlinear"), "level_mean": level_mean}
+        )
         fc = NeuralForecaster(spec, build_member(spec, scaler), scaler)
         with torch.no_grad():
             fc.module.mix.fill_(1.0)

@@ -292,7 +292,7 @@ def test_the_level_blend_learns_faster_than_the_network() -> None:
     from trainer.train import MIX_LR_FACTOR, _param_groups, load_params
 
     cfg = TrainConfig("lstm", learning_rate=2e-3, weight_decay=0.05)
-    spec = NeuralSpec("lstm", seq_len=16, horizon=3, params=load_params(2))
+    spec = NeuralSpec("lstm", seq_len=16, horizon=3, params=load_params("lstm", 2))
     module = build_module(spec, Scaler((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
     groups = _param_groups(module, cfg)
     ids = [id(p) for g in groups for p in g["params"]]
@@ -303,3 +303,17 @@ def test_the_level_blend_learns_faster_than_the_network() -> None:
     assert [tuple(p.shape) for p in mix["params"]] == [(3,), (3,)]  # one per ensemble member
     plain = build_module(NeuralSpec("dlinear", seq_len=16, horizon=3))
     assert len(_param_groups(plain, cfg)) == 1
+
+
+def test_a_network_may_carry_its_learning_rate() -> None:
+    """Load DLinear trains at its own rate, which its spec (and so its artifact, and the
+    refits that copy the serving spec's settings) records; a rate set on the run wins."""
+    from trainer.train import DEFAULT_LEARNING_RATE, learning_rate, load_params
+
+    dl, lstm = load_params("dlinear"), load_params("lstm")
+    assert learning_rate(TrainConfig("dlinear", params=dl)) == 3e-4
+    assert learning_rate(TrainConfig("lstm", params=lstm)) == DEFAULT_LEARNING_RATE
+    assert learning_rate(TrainConfig("dlinear")) == DEFAULT_LEARNING_RATE
+    assert learning_rate(TrainConfig("dlinear", learning_rate=5e-3, params=dl)) == 5e-3
+    result = train_forecaster([_series()], _cfg("dlinear", epochs=1, params=dl), progress=False)
+    assert result.forecaster.spec.params["learning_rate"] == 3e-4
