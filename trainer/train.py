@@ -43,8 +43,8 @@ from trainer.device import resolve_device
 #: forecaster on both benchmark traces (README "Accuracy: load"), blended per quantity
 #: towards the 30-bin mean of the raw values (the moving-mean baseline) by a learned weight
 LOAD_PARAMS: dict[str, Any] = {"level_len": 30, "level_mix": True, "level_mean": "raw"}
-#: per model, what its load networks add: DLinear's learning rate (a training setting, kept
-#: with the network so that refits train it alike). At the default 1e-3 its best epoch on
+#: per model, what its load networks add: DLinear's learning rate (a training setting,
+#: recorded in the artifact with the rest). At the default 1e-3 its best epoch on
 #: the benchmark week was the 1st to 3rd, one epoch overshooting the optimum; at 3e-4 it
 #: is the 8th to 10th, and it forecasts load better (README "Accuracy: load")
 LOAD_MODEL_PARAMS: dict[str, dict[str, Any]] = {"dlinear": {"learning_rate": 3e-4}}

@@ -138,10 +138,11 @@ class WindowNorm(nn.Module):
         if raw_scale is not None:
             if mix_channels is None:
                 raise ConfigError("a raw-value mean only serves the level mix (level_mix)")
-            # from the scaler, which travels with the model: not saved with the weights
+            # the scaler's, saved with the weights too: a reader that does not know this
+            # level then fails on the unexpected keys instead of using the log-space mean
             mean, std = (torch.tensor(v, dtype=torch.float32) for v in raw_scale)
-            self.register_buffer("log_mean", mean, persistent=False)
-            self.register_buffer("log_std", std, persistent=False)
+            self.register_buffer("log_mean", mean)
+            self.register_buffer("log_std", std)
         if mode != "none":
             # start from "the forecast is the recent level": output layers begin at zero
             for layer in net.modules():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from predictor.artifacts import load_artifact, save_artifact
+from predictor.artifacts import WEIGHTS, load_artifact, save_artifact
 from predictor.features import Scaler, to_log
 from predictor.models.neural import (
     NeuralForecaster,
@@ -131,8 +131,16 @@ def test_a_raw_value_mean_level_is_the_moving_mean_baseline(tmp_path: Path) -> N
     _, log_level = level_forecast("log")
     assert (log_level < 0.9 * baseline).mean() > 0.9
 
-    loaded, _ = load_artifact(save_artifact(fc, tmp_path, preset="cpu").path)
+    info = save_artifact(fc, tmp_path, preset="cpu")
+    loaded, _ = load_artifact(info.path)
     np.testing.assert_allclose(loaded.predict(windows).point, raw_level)
+    # the level's scale is in the weights: a reader without this level refuses them
+    log_spec = NeuralSpec("dlinear", 48, 4, params={**load_params("dlinear"), "level_mean": "log"})
+    old_reader = build_member(log_spec)
+    state = torch.load(info.path / WEIGHTS, weights_only=True)
+    assert {"log_mean", "log_std"} <= set(state)
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        old_reader.load_state_dict(state, strict=True)
 
 
 def test_a_raw_value_mean_level_neither_overflows_nor_runs_without_its_scaler() -> None:

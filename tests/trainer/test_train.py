@@ -306,8 +306,8 @@ def test_the_level_blend_learns_faster_than_the_network() -> None:
 
 
 def test_a_network_may_carry_its_learning_rate() -> None:
-    """Load DLinear trains at its own rate, which its spec (and so its artifact, and the
-    refits that copy the serving spec's settings) records; a rate set on the run wins."""
+    """Load DLinear trains at its own rate, which its spec (and so its artifact) records;
+    a rate set on the run wins."""
     from trainer.train import DEFAULT_LEARNING_RATE, learning_rate, load_params
 
     dl, lstm = load_params("dlinear"), load_params("lstm")
