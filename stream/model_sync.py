@@ -15,6 +15,7 @@ import json
 import logging
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -155,8 +156,13 @@ class ModelTopicFollower:
             consumer.close()
 
 
+#: why an artifact cannot serve here (None: it can), checked before it is installed
+Compatibility = Callable[[dict[str, Any], Forecaster], "str | None"]
+
+
 class ModelDirWatcher:
-    """Polls the model directory and installs newer versions; corrupt ones are rejected once."""
+    """Polls the model directory and installs newer versions of ``task``'s models into
+    ``slots``; corrupt or (by ``compatible``) incompatible ones are rejected once."""
 
     def __init__(
         self,
@@ -165,12 +171,15 @@ class ModelDirWatcher:
         metrics: Metrics,
         interval_s: float = 5.0,
         device: str = "cpu",
+        task: str = "next_request",
+        compatible: Compatibility | None = None,
     ) -> None:
         self.model_dir, self.slots, self.metrics = Path(model_dir), slots, metrics
-        self.interval_s, self.device = interval_s, device
+        self.interval_s, self.device, self.task = interval_s, device, task
+        self.compatible = compatible
         self._rejected: set[str] = set()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="model-dir", daemon=True)
+        self._thread = threading.Thread(target=self._loop, name=f"model-dir-{task}", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -187,7 +196,7 @@ class ModelDirWatcher:
         """Install any newer loadable version now; returns how many were installed."""
         installed = 0
         for name, slot in self.slots.items():
-            for info in reversed(list_artifacts(self.model_dir, name, task="next_request")):
+            for info in reversed(list_artifacts(self.model_dir, name, task=self.task)):
                 if info.version <= slot.version:
                     break
                 if str(info.path) in self._rejected:
@@ -197,6 +206,11 @@ class ModelDirWatcher:
                 except ModelLoadError as exc:
                     self._rejected.add(str(info.path))
                     reject(self.metrics, name, "load_error", info.path.name, exc)
+                    continue
+                why = self.compatible(meta, fc) if self.compatible is not None else None
+                if why is not None:
+                    self._rejected.add(str(info.path))
+                    reject(self.metrics, name, "incompatible", info.path.name, why)
                     continue
                 if install(slot, fc, meta, self.metrics, reason="model dir"):
                     self.metrics.swaps.labels(name, "accepted", "model_dir").inc()

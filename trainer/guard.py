@@ -26,6 +26,7 @@ REASONS = (
     "shape_mismatch",
     "training_error",
     "load_error",
+    "incompatible",
     "stale_version",
 )
 

@@ -233,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
         out,
         args.metrics_port,
     )
-    workers = start_model_workers(args, slots, metrics, service, kafka=kafka)
+    workers = start_model_workers(args, slots, metrics, service, kafka=kafka, load=load)
     status = StatusPrinter(service.state, args.status_interval)
     started = time.monotonic()
     replayer.start()

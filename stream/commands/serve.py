@@ -190,7 +190,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         "--watch-model-dir",
         type=float,
         default=5.0,
-        help="seconds between checks of --model-dir for newer versions (0: off)",
+        help="seconds between checks of --model-dir for newer versions of the next-request and "
+        "the load models (0: off)",
     )
     add_refit_flags(p)
 
@@ -283,8 +284,8 @@ def run(args: argparse.Namespace) -> int:
         heartbeat_interval_ms=max(100, args.session_timeout_ms // 3),
         max_poll_interval_ms=args.max_poll_interval_ms,
     )
-    attach_load(args, service, metrics, resolve_device(args.device))
-    workers = start_model_workers(args, slots, metrics, service, kafka=kafka)
+    load = attach_load(args, service, metrics, resolve_device(args.device))
+    workers = start_model_workers(args, slots, metrics, service, kafka=kafka, load=load)
     log.info(
         "serving %s -> %s (group %s, models %s)",
         config.input_topic,
@@ -316,8 +317,10 @@ def start_model_workers(
     metrics: Metrics,
     service: ForecastService,
     kafka: KafkaConfig | None = None,
+    load: LoadForecasting | None = None,
 ) -> list[Any]:
-    """The refit worker, the model-topic follower and the model-dir watcher that the flags ask for."""
+    """The refit worker, the model-topic follower and the model-dir watchers (next-request
+    models, and ``load``'s models if given) that the flags ask for."""
     from stream.model_sync import ModelDirWatcher, ModelPublisher, ModelTopicFollower
     from trainer.refit import RefitWorker
 
@@ -332,6 +335,8 @@ def start_model_workers(
         workers.append(
             ModelDirWatcher(args.model_dir, slots, metrics, interval_s=args.watch_model_dir)
         )
+        if load is not None:
+            workers.append(load_watcher(args, load, metrics))
     if not args.no_refit:
         publish = None
         if kafka is not None and model_topic:
@@ -359,11 +364,9 @@ def attach_load(
     slots = load_slots(args.model_dir, args.models, metrics, device=device, task="load")
     for name, slot in slots.items():
         cur = slot.current()
-        bin_s = cur.meta.get("load", {}).get("bin_s") if cur else None
-        if bin_s is not None and float(bin_s) != float(args.bin_s):
-            log.warning(
-                "load model %s was trained for %ss bins, not %ss: not used", name, bin_s, args.bin_s
-            )
+        why = _bin_mismatch(cur.meta, args.bin_s) if cur else None
+        if why is not None:
+            log.warning("load model %s: %s: not used", name, why)
             slots[name] = type(slot)(name)
     if not have_models(slots):
         log.info("no load models in %s: publishing next-request forecasts only", args.model_dir)
@@ -379,3 +382,32 @@ def attach_load(
     service.exporters.append(load.export_scores)
     service.warmers.append(load.rewarm)
     return load
+
+
+def _bin_mismatch(meta: dict[str, Any], bin_s: float) -> str | None:
+    """Why a load artifact cannot forecast ``bin_s`` bins (None: it can)."""
+    trained = meta.get("load", {}).get("bin_s")
+    if trained is not None and float(trained) != float(bin_s):
+        return f"trained for {trained}s bins, not {bin_s}s"
+    return None
+
+
+def load_watcher(args: argparse.Namespace, load: LoadForecasting, metrics: Metrics) -> Any:
+    """A model-dir watcher that swaps newer load models into ``load``'s slots: ones for this
+    ``--bin-s`` whose window fits the bins the service keeps."""
+    from stream.model_sync import ModelDirWatcher
+
+    def compatible(meta: dict[str, Any], fc: Forecaster) -> str | None:
+        capacity = load.bins.capacity
+        if fc.seq_len > capacity:
+            return f"needs {fc.seq_len} bins of history, the service keeps {capacity}"
+        return _bin_mismatch(meta, args.bin_s)
+
+    return ModelDirWatcher(
+        args.model_dir,
+        load.slots,
+        metrics,
+        interval_s=args.watch_model_dir,
+        task="load",
+        compatible=compatible,
+    )

@@ -213,3 +213,73 @@ def test_assignment_rebuilds_load_bins_from_the_partitions_history() -> None:
     loads = [m for m in loads if m["kind"] == "load"]
     assert {m["model"] for m in loads} == {"lstm", "dlinear", "best"}
     assert all(m["warm"] for m in loads)  # 29 bins of history fill the 8-bin windows
+
+
+def test_a_running_service_swaps_in_newer_load_models_from_the_model_dir(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """serve's load watcher: a newer load artifact for this --bin-s replaces the serving one
+    (and the next forecasts name its version); a next-request artifact, one for other bins
+    and one whose window the service does not keep are left out, each rejected once."""
+    import argparse
+    import logging
+
+    from predictor.artifacts import save_artifact
+    from stream.commands.serve import attach_load, load_watcher
+
+    def save(fc: NeuralForecaster, version: int, task: str = "load", bin_s: float = 10.0) -> None:
+        save_artifact(
+            fc, tmp_path, preset="t", task=task, version=version, extra={"load": {"bin_s": bin_s}}
+        )
+
+    for arch in ("lstm", "dlinear"):
+        save(tiny(arch, 3), 1)
+    args = argparse.Namespace(
+        model_dir=str(tmp_path),
+        models=["lstm", "dlinear"],
+        no_load=False,
+        bin_s=10.0,
+        horizons=[1, 3],
+        watch_model_dir=60.0,
+    )
+    broker = MemoryBroker()
+    broker.create_topic("in", 1)
+    metrics = Metrics(CollectorRegistry())
+    service = ForecastService(
+        ServeConfig("in", "out", stream_key="none", batch_max=50),
+        broker.source("in", "g"),
+        broker.sink(),
+        slots(1),
+        metrics,
+    )
+    load = attach_load(args, service, metrics)
+    assert load is not None and load.slots["lstm"].version == 1
+    watcher = load_watcher(args, load, metrics)
+    assert watcher.check() == 0  # nothing newer
+
+    save(tiny("lstm", 3), 2, task="next_request")  # another task: not a load model
+    save(tiny("dlinear", 3), 3, bin_s=60.0)  # other bins
+    long_spec = NeuralSpec("lstm", load.bins.capacity + 1, horizon=3, params={"hidden_size": 4})
+    scaler = Scaler((0.5, 3.0, 3.0), (1.0, 1.0, 1.0))
+    long_window = NeuralForecaster(long_spec, build_module(long_spec), scaler)
+    save(long_window, 4)
+    with caplog.at_level(logging.ERROR, logger="stream.model_sync"):
+        assert watcher.check() == 0
+        assert watcher.check() == 0  # rejected once, not on every poll
+    errors = [r.getMessage() for r in caplog.records if r.name == "stream.model_sync"]
+    assert len(errors) == 2
+    assert any("not 10.0s" in e for e in errors) and any("the service keeps" in e for e in errors)
+    assert load.slots["lstm"].version == 1 and load.slots["dlinear"].version == 1
+
+    save(tiny("lstm", 3), 5)
+    assert watcher.check() == 1
+    assert load.slots["lstm"].version == 5 and load.slots["dlinear"].version == 1
+    sink = broker.sink()
+    for i in range(40):
+        sink.send(
+            "in", b"s", json.dumps(RequestEvent(1000.0 + 2.0 * i, 10, 5, "m").to_dict()).encode()
+        )
+    service.run(threading.Event(), max_events=40)
+    forecasts = [json.loads(r.value) for r in broker.records("out")]
+    lstm_load = [f for f in forecasts if f["kind"] == "load" and f["model"] == "lstm"]
+    assert lstm_load and {f["model_version"] for f in lstm_load} == {5}
