@@ -59,11 +59,11 @@ def run_service(
     return broker, load, metrics
 
 
-def with_load(
-    broker: MemoryBroker, metrics: Metrics, bin_s: float, history: Any = None
-) -> tuple[ForecastService, LoadForecasting]:
-    """A service over topic ``in`` with next-request and load forecasts, wired as serve does."""
-    service = ForecastService(
+def next_request_service(
+    broker: MemoryBroker, metrics: Metrics, history: Any = None
+) -> ForecastService:
+    """A service over topic ``in`` with next-request forecasts only."""
+    return ForecastService(
         ServeConfig("in", "out", stream_key="none", batch_max=50),
         broker.source("in", "g"),
         broker.sink(),
@@ -71,6 +71,13 @@ def with_load(
         metrics,
         history=history,
     )
+
+
+def with_load(
+    broker: MemoryBroker, metrics: Metrics, bin_s: float, history: Any = None
+) -> tuple[ForecastService, LoadForecasting]:
+    """A service over topic ``in`` with next-request and load forecasts, wired as serve does."""
+    service = next_request_service(broker, metrics, history)
     load = LoadForecasting(LoadConfig("out", bin_s, (1, 3), "none"), slots(3), metrics)
     service.producers.append(load.process)
     service.exporters.append(load.export_scores)
@@ -245,13 +252,7 @@ def test_a_running_service_swaps_in_newer_load_models_from_the_model_dir(
     broker = MemoryBroker()
     broker.create_topic("in", 1)
     metrics = Metrics(CollectorRegistry())
-    service = ForecastService(
-        ServeConfig("in", "out", stream_key="none", batch_max=50),
-        broker.source("in", "g"),
-        broker.sink(),
-        slots(1),
-        metrics,
-    )
+    service = next_request_service(broker, metrics)
     load = attach_load(args, service, metrics)
     assert load is not None and load.slots["lstm"].version == 1
     watcher = load_watcher(args, load, metrics)
