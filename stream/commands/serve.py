@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from predictor.slot import ModelSlot
     from stream.kafka_io import KafkaConfig, KafkaSource
     from stream.load_stream import LoadForecasting
+    from stream.model_sync import ModelDirWatcher
     from stream.service import ForecastService
 
 log = logging.getLogger(__name__)
@@ -392,7 +393,9 @@ def _bin_mismatch(meta: dict[str, Any], bin_s: float) -> str | None:
     return None
 
 
-def load_watcher(args: argparse.Namespace, load: LoadForecasting, metrics: Metrics) -> Any:
+def load_watcher(
+    args: argparse.Namespace, load: LoadForecasting, metrics: Metrics
+) -> ModelDirWatcher:
     """A model-dir watcher that swaps newer load models into ``load``'s slots: ones for this
     ``--bin-s`` whose window fits the bins the service keeps."""
     from stream.model_sync import ModelDirWatcher
