@@ -43,6 +43,13 @@ assumes one expert stays best: ``eta = min(1/(2B), sqrt(ln(K/alpha) / V))`` with
 ``1 - alpha`` per outcome. ``alpha`` (default ``0.01``) is a dimensionless prior
 switching rate, not a scale.
 
+Known limit: BOA's learning rate is per expert, so an expert whose forecasts are
+wildly off (a log-space trend extrapolated ``h`` steps, say) gets a rate ``~1/B_k`` of
+its own and is down-weighted by only a factor of about ``e`` per "its own scale" of
+regret. Feeding ``log1p`` of forecasts and outcomes (and ``expm1`` of the aggregate)
+bounds such errors; quantiles are unchanged by a monotone map, so the aggregate still
+targets the same quantile.
+
 Lifecycle, as the serving loop uses it:
 
 - **Delays.** ``aggregate`` publishes from the current weights; ``update`` takes the
