@@ -201,3 +201,15 @@ def test_the_dead_letter_schema_names_every_reason() -> None:
     jsonschema.Draft202012Validator.check_schema(schema)
     assert schema["properties"]["error"]["enum"] == list(INVALID_REASONS)
     assert {"undecodable", "future_timestamp"} <= set(INVALID_REASONS)
+
+
+@pytest.mark.parametrize("argv", [["--max-future", "0"], ["--max-future", "nan"]])
+def test_a_max_future_that_is_not_positive_is_a_one_line_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from stream.cli import main
+
+    assert main(["serve", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("reqcast serve: error:") and "--max-future must be positive" in err
+    assert "\n" not in err
