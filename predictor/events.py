@@ -38,6 +38,8 @@ INVALID_REASONS = (
     "absurd_tokens",
     "absurd_timestamp",
     "too_old",
+    "future_timestamp",
+    "undecodable",
 )
 
 
@@ -143,9 +145,27 @@ def _parse_checked(obj: Any) -> RequestEvent:
 
 
 def decode_event(raw: bytes | str) -> RequestEvent:
-    """Decode one wire message (JSON bytes) into an event, or raise :class:`InvalidEvent`."""
+    """Decode one wire message (JSON bytes) into an event, or raise :class:`InvalidEvent`.
+
+    Nothing else escapes, whatever the bytes: JSON the parser cannot hold (nested too deeply
+    for its recursion, say) and any other failure are ``undecodable``.
+
+    >>> decode_event(b"[" * 100_000)
+    Traceback (most recent call last):
+    ...
+    predictor.errors.InvalidEvent: undecodable: nested too deeply for the JSON parser
+    """
     try:
         obj = json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
         raise InvalidEvent("invalid_json", str(exc)[:120]) from exc
-    return parse_event(obj)
+    except RecursionError:
+        raise InvalidEvent("undecodable", "nested too deeply for the JSON parser") from None
+    except Exception as exc:  # not bytes or str, say: the message is unusable, not the loop
+        raise InvalidEvent("undecodable", type(exc).__name__) from exc
+    try:
+        return parse_event(obj)
+    except InvalidEvent:
+        raise
+    except Exception as exc:  # a value no check foresaw
+        raise InvalidEvent("undecodable", f"{type(exc).__name__}: {str(exc)[:100]}") from exc

@@ -36,6 +36,7 @@ from predictor.models.base import Forecaster
 from predictor.scoring import RollingScores
 from predictor.slot import ModelSlot
 from predictor.window import RollingWindows
+from stream.admission import TimestampGate, admitted
 from stream.metrics import Metrics
 from stream.transport import Record, Sink, Source
 
@@ -144,6 +145,9 @@ class ServeConfig:
     #: state: load bins); at least ``window_capacity`` are read
     history_records: int = 0
     max_lateness_s: float = 3600.0
+    #: how far ahead an event may be stamped (see :mod:`stream.admission`): of the newest
+    #: trace-time event accepted, and (with ``max_lateness_s``, the smaller) of the clock
+    max_future_s: float = 86400.0
     publish_best: bool = True
     retry_backoff_s: float = 0.2
     max_backoff_s: float = 10.0
@@ -186,6 +190,7 @@ class ForecastService:
         )
         self.history = history
         self.windows = RollingWindows(config.window_capacity)
+        self.gate = TimestampGate(config.max_lateness_s, config.max_future_s)
         self.scores = RollingScores()
         self.conformal = OnlineConformal()
         self.stats = ServeStats()
@@ -209,6 +214,7 @@ class ForecastService:
     def on_assign(self, partitions: list[int]) -> None:
         """Reset windows and rebuild them from the recent history of the partitions now owned."""
         self.windows = RollingWindows(self.config.window_capacity)
+        self.gate = TimestampGate(self.config.max_lateness_s, self.config.max_future_s)
         self._pending.clear()
         self._assigned = list(partitions)
         if not self.history or not partitions:
@@ -218,14 +224,10 @@ class ForecastService:
         except BrokerError as exc:
             log.warning("window warm-up skipped: %s", exc)
             return
-        events = []
-        for rec in records:
-            try:
-                events.append(decode_event(rec.value))
-            except InvalidEvent:
-                continue
-        # partitions come one after another; a stream may span several (--stream-key none)
-        events.sort(key=lambda ev: ev.timestamp_s)
+        # only what the loop would have accepted: a dead letter of the past (undecodable,
+        # stamped far ahead) must not become the rebuilt windows' or load bins' newest event
+        cfg = self.config
+        events, self.gate = admitted(records, cfg.stream_key, cfg.max_lateness_s, cfg.max_future_s)
         self.warm(self._recent(events))
         for warm in self.warmers:
             warm(events)
@@ -253,6 +255,7 @@ class ForecastService:
         """Feed past events into the windows without forecasting them."""
         if events:
             self._update_windows(events, forecast=False)
+            self.gate.saw(events)
 
     # -- one micro-batch ---------------------------------------------------------------------
     def process(self, records: list[Record]) -> tuple[list[Message], dict[int, int]]:
@@ -261,22 +264,25 @@ class ForecastService:
         offsets: dict[int, int] = {}
         valid: list[tuple[RequestEvent, Record]] = []
         newest: dict[str, float] = {}
+        gate = self.gate
+        gate.begin()
         for rec in records:
             offsets[rec.partition] = max(offsets.get(rec.partition, 0), rec.offset + 1)
             try:
                 event = decode_event(rec.value)
                 stream = event.stream_key(self.config.stream_key)
                 latest = newest.get(stream, self.windows.last_timestamp(stream))
-                if latest is not None and event.timestamp_s < latest - self.config.max_lateness_s:
-                    raise InvalidEvent(
-                        "too_old", f"{latest - event.timestamp_s:.0f}s older than the stream"
-                    )
+                gate.check(stream, event.timestamp_s, latest, rec.value)  # too old, too new
                 newest[stream] = max(
                     event.timestamp_s, latest if latest is not None else event.timestamp_s
                 )
                 valid.append((event, rec))
             except InvalidEvent as exc:
                 messages.append(self._dead_letter(rec, exc))
+            except Exception as exc:  # one message must never stop the loop
+                log.exception("event at %d:%d", rec.partition, rec.offset)
+                bad = InvalidEvent("undecodable", f"{type(exc).__name__}: {str(exc)[:100]}")
+                messages.append(self._dead_letter(rec, bad))
         self.stats.events += len(records)
         self.stats.valid += len(valid)
         self.stats.invalid += len(records) - len(valid)

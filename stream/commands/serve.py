@@ -96,6 +96,16 @@ def add_service_flags(p: argparse.ArgumentParser) -> None:
         help="events this many seconds older than their stream go to the DLQ",
     )
     add_flag(
+        p,
+        "--max-future",
+        type=float,
+        default=86400.0,
+        help="events stamped this many seconds after the newest event accepted (trace time: "
+        "seconds from the start of a trace), or after this machine's clock (by more than the "
+        "smaller of this and --max-lateness), go to the DLQ as future_timestamp; a trace that "
+        "really jumps is followed from its second event",
+    )
+    add_flag(
         p, "--device", default="cpu", choices=["auto", "cpu", "cuda"], help="device for inference"
     )
     add_flag(
@@ -119,6 +129,8 @@ def add_service_flags(p: argparse.ArgumentParser) -> None:
 def service_config(args: argparse.Namespace) -> ServeConfig:
     if args.window < 1 or args.batch_max < 1:
         raise ConfigError("--window and --batch-max must be positive")
+    if not args.max_future > 0 or not args.max_lateness >= 0:
+        raise ConfigError("--max-future must be positive and --max-lateness 0 or more")
     if getattr(args, "history_records", 0) < 0:
         raise ConfigError(f"--history-records must be 0 or more, got {args.history_records}")
     check_torch_threads(args.torch_threads)  # applied once the loop starts
@@ -130,6 +142,7 @@ def service_config(args: argparse.Namespace) -> ServeConfig:
         batch_max=args.batch_max,
         window_capacity=args.window,
         max_lateness_s=args.max_lateness,
+        max_future_s=args.max_future,
         publish_best=not args.no_best,
         history_records=getattr(args, "history_records", 0),  # serve only
     )
