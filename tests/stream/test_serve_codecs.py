@@ -36,7 +36,7 @@ from serve_helpers import (
 )
 
 from predictor.errors import BrokerError
-from stream.kafka_admin import wait_for_broker
+from stream.kafka_admin import read_all, wait_for_broker
 from stream.kafka_io import CODEC_PACKAGES, KafkaConfig, KafkaSource, UndecodableBatch
 from stream.replay import encode
 
@@ -130,6 +130,19 @@ def test_source_stops_at_a_batch_it_cannot_decode(
         assert time.monotonic() - started < 1.0
     finally:
         source.close()
+
+
+@kafka
+def test_group_less_reads_stop_at_a_batch_they_cannot_decode(
+    kafka_config: KafkaConfig, topic_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The window warm-up's reads (``read_before``, ``read_all``) say the same as the source."""
+    create_topics(kafka_config, topic_name, 1)
+    _produce(kafka_config, topic_name, "zstd", 20)
+    assert len(read_all(kafka_config, topic_name, timeout_s=10)) == 20
+    _without(monkeypatch, "zstd")
+    with pytest.raises(UndecodableBatch, match=r"zstd-compressed .*`pip install zstandard`"):
+        read_all(kafka_config, topic_name, timeout_s=10)
 
 
 #: ``reqcast serve`` in a process whose kafka-python cannot decode lz4
