@@ -13,33 +13,85 @@ until the position also reaches the high watermark carried by every fetch respon
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import (
+    CorruptRecordError,
+    KafkaError,
+    TopicAlreadyExistsError,
+    UnsupportedCodecError,
+)
 
 from predictor.errors import BrokerError
-from stream.kafka_io import KafkaConfig, to_record
+from stream.kafka_io import KafkaConfig, to_record, undecodable
 from stream.transport import Record
 
 log = logging.getLogger(__name__)
 
 
+#: how long :func:`ensure_topics` waits for a broker to answer
+ADMIN_TIMEOUT_S = 30.0
+
+
 def wait_for_broker(config: KafkaConfig, timeout_s: float) -> None:
     """Return once a broker answers; :class:`BrokerError` after ``timeout_s`` otherwise."""
-    try:
-        admin = KafkaAdminClient(
-            **config.client_kwargs(), bootstrap_timeout_ms=max(1, int(timeout_s * 1000))
-        )
-    except KafkaError as e:
-        raise BrokerError(
-            f"no Kafka broker answered at {config.bootstrap_servers} within {timeout_s:g} s "
-            f"(check --bootstrap-servers and the security settings): {e}"
-        ) from e
-    admin.close()
+    log.info(
+        "waiting up to %g s for the Kafka broker at %s (%s)",
+        timeout_s,
+        config.bootstrap_servers,
+        config.security_protocol,
+    )
+    _admin(config, timeout_s).close()
+
+
+def _admin(config: KafkaConfig, timeout_s: float) -> KafkaAdminClient:
+    """An admin client connected to a broker within ``timeout_s``, or :class:`BrokerError`.
+
+    kafka-python bounds the bootstrap's connection attempts, but not a TLS handshake that
+    never completes (``--security-protocol SSL`` against a plaintext listener that waits for
+    more bytes), so the client is built on a thread of its own and given up on after the
+    deadline; if it connects later, that thread closes it.
+    """
+    lock = threading.Lock()
+    outcome: dict[str, Any] = {}
+
+    def connect() -> None:
+        try:
+            admin = KafkaAdminClient(
+                **config.client_kwargs(), bootstrap_timeout_ms=max(1, int(timeout_s * 1000))
+            )
+        except KafkaError as e:
+            with lock:
+                outcome["error"] = e
+            return
+        with lock:
+            if outcome.get("abandoned"):
+                admin.close()
+                return
+            outcome["admin"] = admin
+
+    thread = threading.Thread(target=connect, name="kafka-bootstrap", daemon=True)
+    thread.start()
+    thread.join(timeout_s + 1.0)  # kafka-python's own deadline first, where it has one
+    with lock:
+        if "admin" in outcome:
+            return outcome["admin"]
+        outcome["abandoned"] = True
+        error = outcome.get("error")
+    hint = f"check --bootstrap-servers and --security-protocol ({config.security_protocol})"
+    stuck = "the connection did not complete"
+    if config.security_protocol in ("SSL", "SASL_SSL"):
+        hint += " and --ssl-cafile"
+        stuck = "the connection or its TLS handshake did not complete (a plaintext listener?)"
+    raise BrokerError(
+        f"no Kafka broker answered at {config.bootstrap_servers} within {timeout_s:g} s "
+        f"({hint}): {error or stuck}"
+    ) from error
 
 
 def ensure_topics(
@@ -54,10 +106,7 @@ def ensure_topics(
     ``replication_factor=-1`` takes the broker's default.
     """
     configs = configs or {}
-    try:
-        admin = KafkaAdminClient(**config.client_kwargs())
-    except KafkaError as e:
-        raise BrokerError(f"cannot reach Kafka at {config.bootstrap_servers}: {e}") from e
+    admin = _admin(config, ADMIN_TIMEOUT_S)
     try:
         missing = set(topics) - set(admin.list_topics())
         for name in sorted(missing):
@@ -198,6 +247,9 @@ def _read(
             if done:
                 consumer.pause(*done)
                 todo = [tp for tp in todo if tp not in done]
+    except (UnsupportedCodecError, CorruptRecordError) as e:
+        topics = sorted({tp.topic for tp in starts})
+        raise undecodable(e, f"topic {', '.join(map(repr, topics))}") from e
     except KafkaError as e:
         raise BrokerError(f"reading {sorted(starts)}: {e}") from e
     return got

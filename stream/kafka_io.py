@@ -5,7 +5,8 @@ implements :class:`stream.transport.Source`; :class:`KafkaConfig` holds the conn
 and security settings they share (built from ``--bootstrap-servers`` and friends).
 Group-less readers and topic administration live in :mod:`stream.kafka_admin`. Every
 kafka-python error leaves these adapters as :class:`predictor.errors.BrokerError`,
-with the original chained.
+with the original chained, except a record batch that cannot be decoded: that is an
+:class:`UndecodableBatch`, which no retry gets past.
 
 >>> cfg = KafkaConfig("127.0.0.1:9092")
 >>> sorted(cfg.client_kwargs())
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -24,10 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
 from kafka.structs import OffsetAndMetadata
 
-from predictor.errors import BrokerError, ConfigError
+from predictor.errors import BrokerError, ConfigError, InputError
 from stream.cliutil import add_flag, env_name
 from stream.transport import AssignCallback, Record
 
@@ -66,6 +68,34 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 
 #: how long end offsets fetched for ``KafkaSource.lag`` are reused
 END_OFFSETS_TTL_S = 1.0
+
+#: the Python package that decodes each compression codec (gzip needs none); reqcast's
+#: dependencies include them all (kafka-python's ``lz4``, ``snappy`` and ``zstd`` extras)
+CODEC_PACKAGES = {"snappy": "python-snappy", "lz4": "lz4", "zstd": "zstandard"}
+
+
+class UndecodableBatch(InputError):
+    """A record batch read from Kafka cannot be decoded here: compressed with a codec whose
+    library is missing, or corrupt. Reading on cannot get past it (kafka-python 3.0 then
+    loops on the batch forever), so it stops the reader."""
+
+
+def undecodable(error: KafkaError, where: str) -> UndecodableBatch:
+    """The :class:`UndecodableBatch` for kafka-python's ``error`` met reading ``where``.
+
+    >>> print(undecodable(UnsupportedCodecError("Libraries for lz4 compression codec not found"), "topic 'requests'"))
+    topic 'requests' holds lz4-compressed record batches and the lz4 codec library is not installed: `pip install lz4` (a dependency of reqcast: reinstall it)
+    """
+    text = str(error)
+    found = re.search(r"Libraries for (\w+) compression codec not found", text)
+    if found:
+        codec = found.group(1)
+        package = CODEC_PACKAGES.get(codec, codec)
+        return UndecodableBatch(
+            f"{where} holds {codec}-compressed record batches and the {codec} codec library is "
+            f"not installed: `pip install {package}` (a dependency of reqcast: reinstall it)"
+        )
+    return UndecodableBatch(f"{where} holds a record batch that cannot be decoded: {text}")
 
 
 @dataclass(frozen=True)
@@ -269,6 +299,7 @@ class KafkaSource:
         self._fresh: set[int] = set()  # assigned, on_assign not called yet
         self._ends: dict[int, int] = {}
         self._ends_at = 0.0
+        self._undecodable: UndecodableBatch | None = None
         settings = {
             **CONSUMER_DEFAULTS,
             **config.client_kwargs(),
@@ -286,10 +317,17 @@ class KafkaSource:
             raise BrokerError(f"cannot join group {group_id!r} on {self._servers}: {e}") from e
 
     def poll(self, max_records: int, timeout_s: float) -> list[Record]:
+        """Raises :class:`UndecodableBatch` for a batch that cannot be decoded, and again on
+        every later call: kafka-python would spin on that batch inside its next poll."""
+        if self._undecodable is not None:
+            raise self._undecodable
         try:
             batches = self._consumer.poll(
                 timeout_ms=max(0, int(timeout_s * 1000)), max_records=max_records
             )
+        except (UnsupportedCodecError, CorruptRecordError) as e:
+            self._undecodable = undecodable(e, f"input topic {self.topic!r}")
+            raise self._undecodable from e
         except KafkaError as e:
             raise BrokerError(f"polling {self.topic!r} for group {self.group_id!r}: {e}") from e
         with self._lock:

@@ -165,6 +165,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     KafkaConfig.add_flags(p)
     add_flag(
         p,
+        "--broker-wait",
+        type=float,
+        default=30.0,
+        help="seconds start-up waits for a Kafka broker to answer before it gives up",
+    )
+    add_flag(
+        p,
         "--group-id",
         default="reqcast-serve",
         help="consumer group shared by all serve instances",
@@ -273,6 +280,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = service_config(args)
     kafka = KafkaConfig.from_args(args)
+    if not args.broker_wait > 0:
+        raise ConfigError(f"--broker-wait must be positive, got {args.broker_wait:g}")
     metrics = Metrics()
     slots = load_slots(args.model_dir, args.models, metrics, device=resolve_device(args.device))
     if not have_models(slots):
@@ -281,7 +290,7 @@ def run(args: argparse.Namespace) -> int:
             f"`reqcast train --preset cpu --model-dir {args.model_dir}` (or use `reqcast run`, "
             "which trains first models by itself)"
         )
-    wait_for_broker(kafka, timeout_s=30)
+    wait_for_broker(kafka, timeout_s=args.broker_wait)
     ensure_topics(kafka, {config.output_topic: 1, config.dead_letter_topic: 1})
     serve_metrics(args.metrics_port, metrics.registry)
     stop = threading.Event()
