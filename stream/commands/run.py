@@ -19,9 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from predictor.traces import iter_events
-from stream.cliutil import add_flag, add_trace_flags, set_torch_threads
+from stream.cliutil import add_flag, add_trace_flags, load_from_args, set_torch_threads
 from stream.commands._refit import add_refit_flags
-from stream.commands._trace import load_from_args
 from stream.commands.serve import (
     add_service_flags,
     attach_load,

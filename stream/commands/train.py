@@ -10,8 +10,7 @@ from typing import Any
 from predictor.errors import ConfigError
 from predictor.request_predictor import RequestPredictor
 from predictor.traces import sample_contiguous
-from stream.cliutil import add_flag, add_trace_flags
-from stream.commands._trace import load_from_args
+from stream.cliutil import add_flag, add_trace_flags, load_from_args
 from trainer.device import DEVICES
 from trainer.offline import LoadTask, OfflineReport, check_models, train_models
 from trainer.presets import PRESETS, get_preset

@@ -30,7 +30,7 @@ latency
     each pipeline gets a fresh topic, and once it has joined its group the same
     events are produced at ``--rate`` events/s (as fast as possible without it) by a
     producer thread while it consumes. A group-less consumer of the output topic, in a
-    process of its own (:mod:`stream.bench_stream_worker`), notes when each output
+    process of its own (:mod:`stream.bench.throughput_worker`), notes when each output
     arrives (every output: three per event for serve); latency = that time minus the input
     record's Kafka timestamp (set by the producer when it sent the event, ms
     resolution), matched through the output's ``source`` partition and offset.
@@ -82,7 +82,7 @@ import numpy as np
 
 from predictor.errors import ConfigError, ReqcastError
 from predictor.events import RequestEvent
-from stream.bench_stream_worker import BACKGROUND_SUFFIX, LINE_PREFIX
+from stream.bench.throughput_worker import BACKGROUND_SUFFIX, LINE_PREFIX
 from stream.cliutil import add_flag, check_torch_threads
 
 log = logging.getLogger(__name__)
@@ -314,7 +314,7 @@ def _ensure_models(model_dir: str, names: list[str], seed: int) -> dict[str, Any
 def _train_tiny(model_dir: str, names: list[str], seed: int) -> None:
     import torch
 
-    from stream.commands._trace import load_from_args
+    from stream.cliutil import load_from_args
     from trainer.offline import train_models
     from trainer.presets import get_preset
 
@@ -413,7 +413,7 @@ class _Worker:
     def __init__(self, plan: dict[str, Any]) -> None:
         self.name = plan["mode"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.bench_stream_worker"],
+            [sys.executable, "-m", "stream.bench.throughput_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

@@ -47,8 +47,7 @@ from prometheus_client import CollectorRegistry
 from predictor.errors import ConfigError
 from predictor.streams import stream_series
 from predictor.traces import iter_events
-from stream.cliutil import add_flag, add_trace_flags, set_torch_threads
-from stream.commands._trace import load_from_args
+from stream.cliutil import add_flag, add_trace_flags, load_from_args, set_torch_threads
 from stream.metrics import Metrics
 from stream.service import ForecastService, Message, ServeConfig
 from stream.transport import MemoryBroker, Sink, Source
