@@ -2,8 +2,8 @@
 
 ``bench accuracy`` is the walk-forward accuracy of LSTM and DLinear against the
 baselines: of the next request (``--task next_request``, the default,
-:mod:`trainer.backtest`) or of the load per time bin at several horizons
-(``--task load``, :mod:`trainer.backtest_load`). ``bench stream`` (streaming throughput and
+:mod:`trainer.evaluation.next_request`) or of the load per time bin at several horizons
+(``--task load``, :mod:`trainer.evaluation.load`). ``bench stream`` (streaming throughput and
 latency) lives in :mod:`stream.bench.throughput` and ``bench swap`` (hot-swap pause and
 refit time) in :mod:`stream.bench.swap`; each provides ``add_parser(p)`` and
 ``run(args)`` like a command module. This is the only module that imports
@@ -22,9 +22,10 @@ from typing import Any
 from predictor.errors import ConfigError
 from stream.bench import swap, throughput
 from stream.cliutil import add_flag, add_trace_flags, load_from_args, set_torch_threads
-from trainer.backtest import NEXT_REQUEST, BacktestConfig, next_request_backtest, to_markdown
-from trainer.backtest_load import LOAD, LoadBacktestConfig, load_backtest, load_markdown
 from trainer.device import DEVICES
+from trainer.evaluation.load import LOAD, LoadBacktestConfig, load_backtest
+from trainer.evaluation.next_request import NEXT_REQUEST, BacktestConfig, next_request_backtest
+from trainer.evaluation.report import load_markdown, to_markdown
 
 log = logging.getLogger(__name__)
 
