@@ -21,7 +21,7 @@ from predictor.models.neural import ARCHITECTURES
 from predictor.streams import load_series, stream_series
 from trainer.device import is_cuda_oom, resolve_device
 from trainer.presets import Preset
-from trainer.train import TrainConfig, TrainResult, load_params, train_forecaster
+from trainer.train import TrainConfig, TrainResult, train_forecaster
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,10 @@ def train_models(
         )
     report = OfflineReport(preset.name, device, rows, {k: len(v) for k, v in series.items()})
     for model in models:
-        cfg = TrainConfig(
-            model=model,
+        cfg = TrainConfig.for_model(
+            model,
+            task=task,
+            ensemble=load.ensemble if load is not None else 1,
             seq_len=preset.seq_len,
             epochs=preset.epochs,
             batch_size=preset.batch_size,
@@ -114,7 +116,6 @@ def train_models(
             device=device,
             seed=seed,
             horizon=horizon,
-            params=load_params(model, load.ensemble) if load is not None else {},
         )
         outcome = ModelOutcome(model)
         try:

@@ -213,8 +213,8 @@ class RefitWorker:
 
     def _train(self, model: str, train: list[np.ndarray]) -> TrainResult:
         c = self.config
-        cfg = TrainConfig(
-            model=model,
+        cfg = TrainConfig.for_model(
+            model,
             seq_len=self._seq_len(model),
             epochs=c.epochs,
             batch_size=c.batch_size,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,6 +81,38 @@ class TrainConfig:
     params: dict[str, Any] = field(default_factory=dict)
     #: cap on training windows per epoch (the most recent ones), for bounded refits
     max_train_windows: int | None = None
+
+    @classmethod
+    def for_model(
+        cls,
+        model: str,
+        *,
+        task: str = "next_request",
+        ensemble: int = 1,
+        params: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> TrainConfig:
+        """The one way to build a training config: ``model``'s settings for ``task``, then
+        ``params`` over them, and the other fields from ``fields`` (the rest at their
+        defaults).
+
+        A load network takes :func:`load_params` (with ``ensemble`` networks); a
+        next-request network adds nothing of its own.
+
+        >>> TrainConfig.for_model("dlinear", task="load", seq_len=48).params["learning_rate"]
+        0.0003
+        >>> TrainConfig.for_model("lstm", params={"hidden": 8}).params
+        {'hidden': 8}
+        """
+        if task == "load":
+            own = load_params(model, ensemble)
+        elif task == "next_request":
+            if ensemble != 1:
+                raise ValueError(f"ensembles are for load networks, got {ensemble} for {task}")
+            own = {}
+        else:
+            raise ValueError(f"unknown task {task!r}")
+        return cls(model=model, params={**own, **(params or {})}, **fields)
 
 
 @dataclass

@@ -222,7 +222,7 @@ def _first_models(
         raise ConfigError(f"the head of the trace has no stream longer than {seq_len + 2} rows")
     took = {}
     for model in models:
-        cfg = TrainConfig(model=model, seq_len=seq_len, epochs=epochs, device="cpu", seed=seed)
+        cfg = TrainConfig.for_model(model, seq_len=seq_len, epochs=epochs, device="cpu", seed=seed)
         result = train_forecaster(series, cfg, progress=False)
         save_artifact(
             result.forecaster, model_dir, preset="bench", version=1, extra=result.metadata()
@@ -503,8 +503,8 @@ def refit_time(args: argparse.Namespace) -> dict[str, Any]:
         "models": {},
     }
     for model in args.models:
-        cfg = TrainConfig(
-            model=model,
+        cfg = TrainConfig.for_model(
+            model,
             seq_len=args.full_seq_len,
             epochs=args.epochs,
             batch_size=args.batch_size,

@@ -317,3 +317,21 @@ def test_a_network_may_carry_its_learning_rate() -> None:
     assert learning_rate(TrainConfig("dlinear", learning_rate=5e-3, params=dl)) == 5e-3
     result = train_forecaster([_series()], _cfg("dlinear", epochs=1, params=dl), progress=False)
     assert result.forecaster.spec.params["learning_rate"] == 3e-4
+
+
+def test_one_builder_applies_each_tasks_network_settings() -> None:
+    """``TrainConfig.for_model``: load networks get their load settings (ensemble too),
+    next-request networks none; ``params`` and the other fields go on top."""
+    from trainer.train import load_params
+
+    cfg = TrainConfig.for_model("dlinear", task="load", ensemble=3, seq_len=48, horizon=30)
+    assert cfg.params == load_params("dlinear", 3) and cfg.params["ensemble"] == 3
+    assert (cfg.model, cfg.seq_len, cfg.horizon, cfg.epochs) == ("dlinear", 48, 30, 100)
+    assert TrainConfig.for_model("lstm", task="load").params == load_params("lstm")
+    assert TrainConfig.for_model("lstm", epochs=3) == TrainConfig("lstm", epochs=3)
+    own = TrainConfig.for_model("dlinear", task="load", params={"learning_rate": 1e-2})
+    assert own.params == {**load_params("dlinear"), "learning_rate": 1e-2}
+    with pytest.raises(ValueError, match="ensembles are for load"):
+        TrainConfig.for_model("lstm", ensemble=2)
+    with pytest.raises(ValueError, match="unknown task"):
+        TrainConfig.for_model("lstm", task="weather")

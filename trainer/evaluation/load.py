@@ -62,7 +62,7 @@ from predictor.scoring import LOAD_BEST_MIN_COUNT, LOAD_BEST_SIZE, RollingScores
 from predictor.streams import load_series
 from trainer.evaluation.split import check_split
 from trainer.evaluation.stats import score, verdict
-from trainer.train import TrainConfig, load_params, train_forecaster
+from trainer.train import TrainConfig, train_forecaster
 
 log = logging.getLogger(__name__)
 
@@ -299,8 +299,10 @@ def train_on_heads(
     models: list[Forecaster] = []
     info: dict[str, dict[str, Any]] = {}
     for name in cfg.models:
-        tc = TrainConfig(
-            model=name,
+        tc = TrainConfig.for_model(
+            name,
+            task=LOAD,
+            ensemble=cfg.ensemble,
             seq_len=cfg.seq_len,
             horizon=cfg.horizon,
             epochs=cfg.epochs,
@@ -309,7 +311,6 @@ def train_on_heads(
             val_fraction=cfg.val_fraction,
             device=cfg.device,
             seed=cfg.seed,
-            params=load_params(name, cfg.ensemble),
         )
         try:
             result = train_forecaster(heads, tc, progress=progress)

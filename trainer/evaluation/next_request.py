@@ -107,8 +107,8 @@ def train_on_heads(
     models: list[Forecaster] = []
     info: dict[str, dict[str, Any]] = {}
     for name in cfg.models:
-        tc = TrainConfig(
-            model=name,
+        tc = TrainConfig.for_model(
+            name,
             seq_len=cfg.seq_len,
             epochs=cfg.epochs,
             batch_size=cfg.batch_size,
