@@ -44,6 +44,7 @@ import pandas as pd
 import torch
 from prometheus_client import CollectorRegistry
 
+from predictor.background import PeriodicWorker
 from predictor.errors import ConfigError
 from predictor.streams import stream_series
 from predictor.traces import iter_events
@@ -170,7 +171,7 @@ class TimedRefitWorker(RefitWorker):
         return decision
 
 
-class VersionLoader:
+class VersionLoader(PeriodicWorker):
     """Every ``every_s`` seconds, loads each model's artifact again (checksum and all) and
     installs it as the next version, from its own thread: a swap with no training here."""
 
@@ -179,36 +180,27 @@ class VersionLoader:
     ) -> None:
         from predictor.artifacts import list_artifacts
 
+        super().__init__("version-loader", every_s, stop_timeout_s=30.0)
         self.slots, self.metrics, self.every_s = slots, metrics, every_s
         self.paths = {m: list_artifacts(model_dir, m)[-1].path for m in slots}
         self.spans: list[RefitSpan] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="version-loader", daemon=True)
 
     def observe(self, events: Any) -> None:
         return None
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout_s)
-
-    def _loop(self) -> None:
+    def tick(self) -> None:
         from predictor.artifacts import load_artifact
         from stream.models import install
 
-        while not self._stop.wait(self.every_s):
-            span = RefitSpan(time.perf_counter())
-            self.spans.append(span)
-            for name, slot in self.slots.items():
-                fc, meta = load_artifact(self.paths[name])
-                meta = {**meta, "version": slot.version + 1}
-                if install(slot, fc, meta, self.metrics, reason="bench swap"):
-                    span.swaps.append(time.perf_counter())
-                    span.decisions.append(Decision(name, True, "loaded"))
-            span.end = time.perf_counter()
+        span = RefitSpan(time.perf_counter())
+        self.spans.append(span)
+        for name, slot in self.slots.items():
+            fc, meta = load_artifact(self.paths[name])
+            meta = {**meta, "version": slot.version + 1}
+            if install(slot, fc, meta, self.metrics, reason="bench swap"):
+                span.swaps.append(time.perf_counter())
+                span.decisions.append(Decision(name, True, "loaded"))
+        span.end = time.perf_counter()
 
 
 def _first_models(
