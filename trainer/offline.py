@@ -19,6 +19,7 @@ from predictor.artifacts import ArtifactInfo, save_artifact
 from predictor.errors import ConfigError, TrainingError
 from predictor.models.neural import ARCHITECTURES
 from predictor.streams import load_series, stream_series
+from predictor.tasks import LOAD, NEXT_REQUEST
 from trainer.device import is_cuda_oom, resolve_device
 from trainer.presets import Preset
 from trainer.train import TrainConfig, TrainResult, train_forecaster
@@ -77,7 +78,7 @@ def train_models(
     seed: int = 0,
     progress: bool = True,
     extra_meta: dict[str, Any] | None = None,
-    task: str = "next_request",
+    task: str = NEXT_REQUEST,
     load: LoadTask | None = None,
 ) -> OfflineReport:
     """Train and save every model of ``preset`` on ``df`` (a loaded trace).
@@ -88,11 +89,11 @@ def train_models(
     models = check_models(preset.models)
     device = resolve_device(preset.device)
     horizon = 1
-    if task == "load":
+    if task == LOAD:
         load = load or LoadTask()
         horizon = load.horizon
         series = load_series(df, stream_key, load.bin_s, min_bins=preset.seq_len + horizon + 1)
-    elif task == "next_request":
+    elif task == NEXT_REQUEST:
         series = stream_series(df, stream_key, min_rows=preset.seq_len + 2)
     else:
         raise ConfigError(f"unknown task {task!r}; choose next_request or load")

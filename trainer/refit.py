@@ -36,6 +36,7 @@ from predictor.events import RequestEvent
 from predictor.models.base import Forecaster
 from predictor.models.neural import NeuralForecaster
 from predictor.slot import ModelSlot
+from predictor.tasks import NEXT_REQUEST
 from trainer.device import is_cuda_oom, resolve_device
 from trainer.guard import Decision, judge
 from trainer.train import TrainConfig, TrainResult, train_forecaster
@@ -295,7 +296,7 @@ class RefitWorker(BackgroundWorker):
             )
             # the model-dir watcher may have installed this very artifact first: still ours
             if slot.offer(challenger, version, info.meta) or slot.version == version:
-                self.metrics.model_version.labels(model, "next_request").set(version)
+                self.metrics.model_version.labels(model, NEXT_REQUEST).set(version)
                 self.metrics.last_swap.labels(model).set(time.time())
                 if self.publish is not None:
                     try:

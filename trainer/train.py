@@ -36,6 +36,7 @@ from predictor.models.neural import (
     default_params,
     ensemble_size,
 )
+from predictor.tasks import LOAD, NEXT_REQUEST
 from trainer.device import resolve_device
 
 #: architecture settings of load models: the level they start from (and forecast the
@@ -87,7 +88,7 @@ class TrainConfig:
         cls,
         model: str,
         *,
-        task: str = "next_request",
+        task: str = NEXT_REQUEST,
         ensemble: int = 1,
         params: Mapping[str, Any] | None = None,
         **fields: Any,
@@ -104,9 +105,9 @@ class TrainConfig:
         >>> TrainConfig.for_model("lstm", params={"hidden": 8}).params
         {'hidden': 8}
         """
-        if task == "load":
+        if task == LOAD:
             own = load_params(model, ensemble)
-        elif task == "next_request":
+        elif task == NEXT_REQUEST:
             if ensemble != 1:
                 raise ValueError(f"ensembles are for load networks, got {ensemble} for {task}")
             own = {}

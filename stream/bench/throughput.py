@@ -82,6 +82,7 @@ import numpy as np
 
 from predictor.errors import ConfigError, ReqcastError
 from predictor.events import RequestEvent
+from predictor.tasks import NEXT_REQUEST
 from stream.bench.throughput_worker import BACKGROUND_SUFFIX, LINE_PREFIX
 from stream.cliutil import add_flag, check_torch_threads
 
@@ -289,11 +290,11 @@ def _ensure_models(model_dir: str, names: list[str], seed: int) -> dict[str, Any
     """The newest artifact of each model, after training tiny ones if the directory has none."""
     from predictor.artifacts import list_artifacts
 
-    found = {n: list_artifacts(model_dir, n, "next_request") for n in names}
+    found = {n: list_artifacts(model_dir, n, NEXT_REQUEST) for n in names}
     trained = False
     if not any(found.values()):
         _train_tiny(model_dir, names, seed)
-        found = {n: list_artifacts(model_dir, n, "next_request") for n in names}
+        found = {n: list_artifacts(model_dir, n, NEXT_REQUEST) for n in names}
         trained = True
         if not any(found.values()):
             raise ConfigError(f"could not train models into {model_dir!r}; see the log above")

@@ -20,11 +20,13 @@ from types import ModuleType
 from typing import Any
 
 from predictor.errors import ConfigError
+from predictor.streams import STREAM_KEYS
+from predictor.tasks import LOAD, NEXT_REQUEST, TASKS
 from stream.bench import swap, throughput
 from stream.cliutil import add_flag, add_trace_flags, load_from_args, set_torch_threads
 from trainer.device import DEVICES
-from trainer.evaluation.load import LOAD, LoadBacktestConfig, load_backtest
-from trainer.evaluation.next_request import NEXT_REQUEST, BacktestConfig, next_request_backtest
+from trainer.evaluation.load import LoadBacktestConfig, load_backtest
+from trainer.evaluation.next_request import BacktestConfig, next_request_backtest
 from trainer.evaluation.report import load_markdown, to_markdown
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,7 @@ def add_accuracy_flags(p: argparse.ArgumentParser) -> None:
         p,
         "--task",
         default=NEXT_REQUEST,
-        choices=[NEXT_REQUEST, LOAD],
+        choices=list(TASKS),
         help="what to forecast: the next request of each stream, or the load per time bin",
     )
     add_flag(
@@ -100,7 +102,7 @@ def add_accuracy_flags(p: argparse.ArgumentParser) -> None:
     add_flag(
         p,
         "--stream-key",
-        choices=["model", "none"],
+        choices=list(STREAM_KEYS),
         help=f"one sequence per model, or one for all (default {d.stream_key}; load "
         f"{dl.stream_key}: all traffic as one load series)",
     )

@@ -15,6 +15,7 @@ import threading
 
 from predictor.errors import InvalidEvent
 from predictor.events import RequestEvent, decode_event
+from predictor.streams import STREAM_KEYS
 from stream.cliutil import add_flag
 from stream.commands._refit import add_refit_flags, refit_config
 from stream.commands.serve import stop_on_signals
@@ -42,7 +43,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         p,
         "--stream-key",
         default="model",
-        choices=["model", "none"],
+        choices=list(STREAM_KEYS),
         help="one sequence per model field, or one for all",
     )
     add_flag(p, "--seq-len", type=int, default=64, help="window length when no model exists yet")

@@ -60,13 +60,13 @@ from predictor.models.base import NOMINAL_COVERAGE, Forecaster, Prediction, roll
 from predictor.models.baselines import EWMA, LastValue, RollingMean, RollingMedian
 from predictor.scoring import LOAD_BEST_MIN_COUNT, LOAD_BEST_SIZE, RollingScores, score_key
 from predictor.streams import load_series
+from predictor.tasks import LOAD
 from trainer.evaluation.split import check_split
 from trainer.evaluation.stats import score, verdict
 from trainer.train import TrainConfig, train_forecaster
 
 log = logging.getLogger(__name__)
 
-LOAD = "load"
 PARTS = ("point", "lower", "upper")
 
 

@@ -23,11 +23,10 @@ from predictor.features import QUANTITIES
 from predictor.models.base import NOMINAL_COVERAGE, Forecaster, Prediction, rolling_predict
 from predictor.models.baselines import default_baselines
 from predictor.streams import stream_series
+from predictor.tasks import NEXT_REQUEST
 from trainer.evaluation.split import check_split
 from trainer.evaluation.stats import score, verdict
 from trainer.train import TrainConfig, train_forecaster
-
-NEXT_REQUEST = "next_request"
 
 
 @dataclass(frozen=True)
