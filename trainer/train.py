@@ -53,7 +53,7 @@ LOAD_MODEL_PARAMS: dict[str, dict[str, Any]] = {"dlinear": {"learning_rate": 3e-
 DEFAULT_LEARNING_RATE = 1e-3
 
 
-def load_params(model: str, ensemble: int = 1) -> dict[str, Any]:
+def params_for_load(model: str, ensemble: int = 1) -> dict[str, Any]:
     """Settings of ``model``'s load networks, with ``ensemble`` networks per model."""
     return {
         **LOAD_PARAMS,
@@ -97,7 +97,7 @@ class TrainConfig:
         ``params`` over them, and the other fields from ``fields`` (the rest at their
         defaults).
 
-        A load network takes :func:`load_params` (with ``ensemble`` networks); a
+        A load network takes :func:`params_for_load` (with ``ensemble`` networks); a
         next-request network adds nothing of its own.
 
         >>> TrainConfig.for_model("dlinear", task="load", seq_len=48).params["learning_rate"]
@@ -106,7 +106,7 @@ class TrainConfig:
         {'hidden': 8}
         """
         if task == LOAD:
-            own = load_params(model, ensemble)
+            own = params_for_load(model, ensemble)
         elif task == NEXT_REQUEST:
             if ensemble != 1:
                 raise ValueError(f"ensembles are for load networks, got {ensemble} for {task}")

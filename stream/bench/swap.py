@@ -190,7 +190,7 @@ class VersionLoader(PeriodicWorker):
 
     def tick(self) -> None:
         from predictor.artifacts import load_artifact
-        from stream.models import install
+        from stream.model_slots import install
 
         span = RefitSpan(time.perf_counter())
         self.spans.append(span)
@@ -256,8 +256,8 @@ def _transport(args: argparse.Namespace, topic: str) -> tuple[Source, Sink, Sink
 
 def swap_pause(args: argparse.Namespace) -> dict[str, Any]:
     """Serve a paced replay while refits swap models in; the gaps between deliveries."""
-    from stream.models import load_slots
-    from stream.replay import replay
+    from stream.model_slots import read_slots
+    from stream.trace_replay import replay
 
     df, _, source_name = load_from_args(
         args, synth_rows=args.head_rows + args.events, synth_seed=args.seed
@@ -272,7 +272,7 @@ def swap_pause(args: argparse.Namespace) -> dict[str, Any]:
             head, model_dir, args.models, args.seq_len, args.first_epochs, args.seed
         )
         metrics = Metrics(CollectorRegistry())
-        slots = load_slots(model_dir, args.models, metrics)
+        slots = read_slots(model_dir, args.models, metrics)
         source, sink, replay_sink, where, closers = _transport(args, topic)
         config = ServeConfig(
             topic, f"{topic}.forecasts", batch_max=args.batch_max, poll_timeout_s=0.05

@@ -376,7 +376,7 @@ def _produce(
 ) -> dict[str, Any]:
     """Replay ``events`` onto ``topic`` (at ``rate``), flushed; how many and how fast."""
     from stream.kafka_io import KafkaSink
-    from stream.replay import replay
+    from stream.trace_replay import replay
 
     sink = KafkaSink(kafka)
     started = time.monotonic()

@@ -281,13 +281,13 @@ def _serve_worker(plan: dict[str, Any], kafka: Any) -> PhaseRunner:
     from stream.commands.serve import kafka_service
     from stream.kafka_batch import BatchKafkaSink
     from stream.metrics import Metrics
-    from stream.models import have_models, load_slots
+    from stream.model_slots import have_models, read_slots
     from stream.service import ServeConfig, tune_gc
 
     if plan["torch_threads"]:
         torch.set_num_threads(int(plan["torch_threads"]))
     metrics = Metrics(CollectorRegistry())
-    slots = load_slots(plan["model_dir"], plan["models"], metrics)
+    slots = read_slots(plan["model_dir"], plan["models"], metrics)
     if not have_models(slots):
         raise ConfigError(f"no loadable models in {plan['model_dir']!r}")
     sink = BatchKafkaSink(kafka, compression=plan.get("compression", "none"))

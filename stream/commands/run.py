@@ -29,9 +29,9 @@ from stream.commands.serve import (
     stop_on_signals,
 )
 from stream.metrics import Metrics, serve_metrics
-from stream.replay import replay
 from stream.sinks import JsonlSink, TeeSink
 from stream.status import StatusPrinter, load_table, summary_table
+from stream.trace_replay import replay
 from stream.transport import MemoryBroker, Sink, Source
 
 log = logging.getLogger(__name__)
@@ -144,7 +144,8 @@ def _first_load_models(args: argparse.Namespace, head: pd.DataFrame) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from predictor.artifacts import list_artifacts
-    from stream.models import have_models, load_slots
+    from stream.model_slots import have_models
+    from stream.model_slots import read_slots as load_slots  # renamed: read_slots
     from stream.service import ForecastService, tune_gc
 
     config = service_config(args)

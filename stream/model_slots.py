@@ -1,4 +1,5 @@
-"""Serving models: loading the newest artifacts into model slots, and reporting versions."""
+"""The service's model slots: reading the newest artifacts into them from the model dir,
+installing newer versions, and reporting which version serves."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from stream.metrics import Metrics
 log = logging.getLogger(__name__)
 
 
-def load_slots(
+def read_slots(
     model_dir: str | Path,
     models: Sequence[str],
     metrics: Metrics,

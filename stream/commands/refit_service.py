@@ -5,6 +5,9 @@ recent history of every partition first), refits every model on the schedule,
 and publishes each version the guard accepts to the compacted model topic and
 the model directory. ``serve`` instances started with ``--no-refit`` pick them
 up from the topic.
+
+(The module is named for what it runs; the command keeps its name, see
+:data:`stream.cli.MODULES`.)
 """
 
 from __future__ import annotations
@@ -71,8 +74,8 @@ def _decode(records: list[Record]) -> list[RequestEvent]:
 def run(args: argparse.Namespace) -> int:
     from stream.kafka_admin import ensure_topics, read_before, wait_for_broker
     from stream.kafka_io import KafkaConfig, KafkaSink, KafkaSource
+    from stream.model_slots import read_slots
     from stream.model_sync import ModelPublisher
-    from stream.models import load_slots
     from trainer.refit import RefitWorker
 
     kafka = KafkaConfig.from_args(args)
@@ -82,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     )
     metrics = Metrics()
     serve_metrics(args.metrics_port, metrics.registry)
-    slots = load_slots(args.model_dir, args.models, metrics)
+    slots = read_slots(args.model_dir, args.models, metrics)
     config = refit_config(args)
     worker = RefitWorker(
         config,
