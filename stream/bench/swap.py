@@ -58,7 +58,8 @@ from trainer.train import TrainConfig, TrainResult, train_forecaster
 
 log = logging.getLogger(__name__)
 
-#: the hot-swap target of DESIGN.md: longest gap during a swap <= 3 x the median gap
+#: the hot-swap target (docs/design.md, "Performance targets"): the longest gap between
+#: forecasts during a swap at most 3 x the median gap
 TARGET_RATIO = 3.0
 _REFIT = RefitConfig(model_dir="")  # the refit defaults
 

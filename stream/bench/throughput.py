@@ -46,7 +46,7 @@ memory (``--memory-check``)
     the check to a few minutes on a small machine (serve handles a few thousand events
     a second there); the design's target is set at ``--memory-events 1000000``.
 
-Targets (DESIGN.md "Performance targets"): serve/echo throughput >= 0.7, serve/echo
+Targets (docs/design.md, "Performance targets"): serve/echo throughput >= 0.7, serve/echo
 p99 latency <= 1.5 at 5,000 events/s, RSS after 1,000,000 events within 10 % of the
 RSS after 100,000. The machine's cores are shared with the broker, the bench's
 producer and the measuring consumer; the table says how many there are.
