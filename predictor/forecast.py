@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from predictor.tasks import NEXT_REQUEST
+
 #: JSON Schema of each message lives in ``stream/schemas/``.
-NEXT_REQUEST = "next_request"
-LOAD = "load"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +149,7 @@ class NextRequestEncoder:
         head = self._heads.get(stream)
         if head is None:
             head = self._heads[stream] = (
-                '{"kind": "next_request", "stream": ' + json.dumps(stream) + self._model
+                '{"kind": "' + NEXT_REQUEST + '", "stream": ' + json.dumps(stream) + self._model
             )
         ts = event_timestamp_s
         values = _VALUES_PART % (

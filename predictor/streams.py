@@ -7,11 +7,15 @@ windows the same way.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from predictor.errors import ConfigError
 from predictor.features import request_matrix
+
+if TYPE_CHECKING:  # pandas is imported where a frame is split, so that the flags'
+    import pandas as pd  # choices (STREAM_KEYS) cost no pandas import
 
 STREAM_KEYS = ("model", "none")
 ALL = "all"
@@ -25,6 +29,8 @@ def stream_names(df: pd.DataFrame, stream_key: str) -> pd.Series:
         )
     if stream_key == "model" and "model" in df.columns:
         return df["model"].where(df["model"].notna() & (df["model"] != ""), ALL).astype(str)
+    import pandas as pd
+
     return pd.Series(ALL, index=df.index)
 
 

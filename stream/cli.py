@@ -28,9 +28,12 @@ COMMANDS = {
     "plot": "Result plots: forecasts with intervals, error by horizon, training curves",
 }
 
+#: subcommands whose module in :mod:`stream.commands` has another name than the command
+MODULES = {"trainer": "refit_service"}
+
 
 def _module(name: str) -> object:
-    return importlib.import_module(f"stream.commands.{name}")
+    return importlib.import_module(f"stream.commands.{MODULES.get(name, name)}")
 
 
 def build_parser(names: Sequence[str] | None = None) -> argparse.ArgumentParser:

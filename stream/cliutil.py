@@ -1,5 +1,9 @@
 """Helpers shared by the subcommands: flags with ``REQCAST_*`` fallbacks, trace options.
 
+:func:`load_from_args` reads the trace that the trace flags name (or a synthetic one);
+it lives here rather than under :mod:`stream.commands` so that the benchmarks, which
+take parsed flags too, need nothing from the commands package.
+
 Every flag added through :func:`add_flag` reads its default from an environment
 variable named ``REQCAST_<FLAG>`` (dashes become underscores) and says so in
 ``--help``. This module and :mod:`stream.cli` are the only readers of the
@@ -10,9 +14,16 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from predictor.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from predictor.traces import LoadReport
 
 ENV_PREFIX = "REQCAST_"
 
@@ -85,6 +96,41 @@ def add_trace_flags(parser: argparse.ArgumentParser, *, required: bool = False) 
         "--drop-failed",
         action="store_true",
         help="drop zero-token (failed) requests; by default they are kept as real traffic",
+    )
+
+
+def load_from_args(
+    args: argparse.Namespace,
+    synth_rows: int = 20_000,
+    synth_seed: int = 0,
+    synth_rate_scale: float = 1.0,
+) -> tuple[pd.DataFrame, LoadReport, str]:
+    """The cleaned trace named by ``--data-path`` (or a synthetic BurstGPT-like one) and its report.
+
+    ``synth_rate_scale`` multiplies the synthetic trace's mean rate.
+    """
+    # imported here: pandas and the trace reader are not needed to build the parsers
+    from predictor.synth import synthesize, write_trace
+    from predictor.traces import load_trace
+
+    path = getattr(args, "data_path", None)
+    if path:
+        df, report = load_trace(
+            path,
+            columns=getattr(args, "columns", None),
+            time_unit=getattr(args, "time_unit", "auto"),
+            drop_failed=bool(getattr(args, "drop_failed", False)),
+        )
+        return df, report, str(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "synthetic.csv"
+        write_trace(synthesize(synth_rows, seed=synth_seed, rate_scale=synth_rate_scale), out)
+        df, report = load_trace(out, drop_failed=bool(getattr(args, "drop_failed", False)))
+    scale = f", rate x{synth_rate_scale:g}" if synth_rate_scale != 1.0 else ""
+    return (
+        df,
+        report,
+        f"synthetic BurstGPT-like trace ({synth_rows:,} rows, seed {synth_seed}{scale})",
     )
 
 

@@ -24,7 +24,7 @@ from predictor.errors import ModelLoadError
 from predictor.models.base import Forecaster
 from predictor.slot import ModelSlot
 from stream.metrics import Metrics
-from stream.models import install
+from stream.model_slots import install
 from stream.transport import Sink
 
 log = logging.getLogger(__name__)

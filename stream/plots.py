@@ -38,6 +38,7 @@ from predictor.errors import ConfigError, InputError
 from predictor.features import QUANTITIES
 from predictor.load import LOAD_QUANTITIES, bin_load
 from predictor.streams import ALL, stream_names
+from predictor.tasks import LOAD, NEXT_REQUEST
 
 #: y-axis threshold below which a next-request panel is linear (heavy tails above)
 _LINTHRESH = {"gap_s": 0.1, "request_tokens": 1.0, "response_tokens": 1.0}
@@ -83,9 +84,9 @@ def read_forecasts(path: str | Path) -> tuple[list[dict[str, Any]], list[dict[st
                 except ValueError as exc:
                     raise InputError(f"{p}:{i}: not a JSON line ({exc})") from exc
                 kind = msg.get("kind") if isinstance(msg, dict) else None
-                if kind == "next_request":
+                if kind == NEXT_REQUEST:
                     nxt.append(msg)
-                elif kind == "load":
+                elif kind == LOAD:
                     load.append(msg)
     except OSError as exc:
         raise InputError(f"cannot read {p}: {exc.strerror or exc}") from exc
@@ -237,7 +238,7 @@ def plot_forecasts(
     nxt, load = read_forecasts(path)
     out = Path(out_dir)
     written = []
-    for kind, lines in (("next_request", nxt), ("load", load)):
+    for kind, lines in ((NEXT_REQUEST, nxt), (LOAD, load)):
         if not lines:
             continue
         groups: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
@@ -249,7 +250,7 @@ def plot_forecasts(
             if trace is not None and events is None:
                 events = trace.iloc[:0]
             fig: Figure | None
-            if kind == "next_request":
+            if kind == NEXT_REQUEST:
                 for ls in by_model.values():
                     ls.sort(key=lambda m: m["event_timestamp"])
                 fig = _plot_next_stream(stream, by_model, events, last)
@@ -285,7 +286,7 @@ def plot_error_by_horizon(bench_json: str | Path, out_dir: str | Path) -> Path:
     report = read_bench(bench_json)
     rows = [r for r in report["results"] if r.get("mae") is not None]
     tasks = list(dict.fromkeys(r["task"] for r in rows))
-    task = "load" if "load" in tasks else tasks[0]
+    task = LOAD if LOAD in tasks else tasks[0]
     rows = [r for r in rows if r["task"] == task]
     targets = list(dict.fromkeys(r["target"] for r in rows))
     names = list(dict.fromkeys((r["model"], r["kind"]) for r in rows))
@@ -309,7 +310,7 @@ def plot_error_by_horizon(bench_json: str | Path, out_dir: str | Path) -> Path:
                 f"{target}: {'sMAPE' if metric == 'smape' else 'MAE'}", fontsize=10
             )
             axes[i, j].grid(alpha=0.3)
-        axes[-1, j].set_xlabel("horizon (bins)" if task == "load" else "horizon")
+        axes[-1, j].set_xlabel("horizon (bins)" if task == LOAD else "horizon")
         hs_all = sorted({r["horizon"] for r in rows})
         if len(hs_all) > 1 and hs_all[-1] / hs_all[0] >= 10:
             for i in range(len(metrics)):
@@ -317,7 +318,7 @@ def plot_error_by_horizon(bench_json: str | Path, out_dir: str | Path) -> Path:
                 axes[i, j].set_xticks(hs_all, [str(h) for h in hs_all])
     axes[0, 0].legend(fontsize=8)
     tc = report.get("task_config", {})
-    bins = f", {tc['bin_s']:g} s bins" if task == "load" and "bin_s" in tc else ""
+    bins = f", {tc['bin_s']:g} s bins" if task == LOAD and "bin_s" in tc else ""
     fig.suptitle(f"{task} error by horizon{bins} (solid: models, dashed: baselines)")
     return _save(fig, Path(out_dir), "error_by_horizon.png")
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import sys
-import threading
 from typing import Any, TextIO
 
+from predictor.background import PeriodicWorker
 from predictor.features import QUANTITIES
 from predictor.scoring import RollingScores
 
@@ -33,26 +33,20 @@ def _fmt(v: float | None, pct: bool = False) -> str:
     return f"{v:.0%}" if pct else f"{v:.3g}"
 
 
-class StatusPrinter:
-    """Prints ``status_line(get_state())`` every ``interval_s`` until stopped."""
+class StatusPrinter(PeriodicWorker):
+    """Prints ``status_line(get_state())`` every ``interval_s`` until stopped (never when
+    ``interval_s`` is 0)."""
 
     def __init__(self, get_state: Any, interval_s: float = 2.0, out: TextIO = sys.stderr) -> None:
-        self.get_state, self.interval_s, self.out = get_state, interval_s, out
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="status", daemon=True)
+        super().__init__("status", interval_s, stop_timeout_s=5.0)
+        self.get_state, self.out = get_state, out
 
     def start(self) -> None:
         if self.interval_s > 0:
-            self._thread.start()
+            super().start()
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            print(status_line(self.get_state()), file=self.out, flush=True)
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+    def tick(self) -> None:
+        print(status_line(self.get_state()), file=self.out, flush=True)
 
 
 def summary_table(state: dict[str, Any]) -> str:

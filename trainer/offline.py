@@ -19,9 +19,10 @@ from predictor.artifacts import ArtifactInfo, save_artifact
 from predictor.errors import ConfigError, TrainingError
 from predictor.models.neural import ARCHITECTURES
 from predictor.streams import load_series, stream_series
+from predictor.tasks import LOAD, NEXT_REQUEST
 from trainer.device import is_cuda_oom, resolve_device
 from trainer.presets import Preset
-from trainer.train import TrainConfig, TrainResult, load_params, train_forecaster
+from trainer.train import TrainConfig, TrainResult, train_forecaster
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def train_models(
     seed: int = 0,
     progress: bool = True,
     extra_meta: dict[str, Any] | None = None,
-    task: str = "next_request",
+    task: str = NEXT_REQUEST,
     load: LoadTask | None = None,
 ) -> OfflineReport:
     """Train and save every model of ``preset`` on ``df`` (a loaded trace).
@@ -88,11 +89,11 @@ def train_models(
     models = check_models(preset.models)
     device = resolve_device(preset.device)
     horizon = 1
-    if task == "load":
+    if task == LOAD:
         load = load or LoadTask()
         horizon = load.horizon
         series = load_series(df, stream_key, load.bin_s, min_bins=preset.seq_len + horizon + 1)
-    elif task == "next_request":
+    elif task == NEXT_REQUEST:
         series = stream_series(df, stream_key, min_rows=preset.seq_len + 2)
     else:
         raise ConfigError(f"unknown task {task!r}; choose next_request or load")
@@ -105,8 +106,10 @@ def train_models(
         )
     report = OfflineReport(preset.name, device, rows, {k: len(v) for k, v in series.items()})
     for model in models:
-        cfg = TrainConfig(
-            model=model,
+        cfg = TrainConfig.for_model(
+            model,
+            task=task,
+            ensemble=load.ensemble if load is not None else 1,
             seq_len=preset.seq_len,
             epochs=preset.epochs,
             batch_size=preset.batch_size,
@@ -114,7 +117,6 @@ def train_models(
             device=device,
             seed=seed,
             horizon=horizon,
-            params=load_params(model, load.ensemble) if load is not None else {},
         )
         outcome = ModelOutcome(model)
         try:

@@ -30,11 +30,13 @@ from typing import Any, Protocol, cast
 import numpy as np
 
 from predictor.artifacts import ArtifactInfo, next_version, save_artifact
+from predictor.background import BackgroundWorker
 from predictor.errors import TrainingError
 from predictor.events import RequestEvent
 from predictor.models.base import Forecaster
 from predictor.models.neural import NeuralForecaster
 from predictor.slot import ModelSlot
+from predictor.tasks import NEXT_REQUEST
 from trainer.device import is_cuda_oom, resolve_device
 from trainer.guard import Decision, judge
 from trainer.train import TrainConfig, TrainResult, train_forecaster
@@ -126,7 +128,7 @@ class RecentEvents:
         return {k: request_matrix(a[:, 0], a[:, 1], a[:, 2]) for k, a in copies.items()}
 
 
-class RefitWorker:
+class RefitWorker(BackgroundWorker):
     """Retrains on a schedule in a daemon thread; swaps in challengers the guard accepts."""
 
     def __init__(
@@ -137,6 +139,7 @@ class RefitWorker:
         publish: Callable[[ArtifactInfo], None] | None = None,
         max_refits: int | None = None,
     ) -> None:
+        super().__init__("refit", stop_timeout_s=30.0)
         self.config, self.slots, self.metrics, self.publish = config, slots, metrics, publish
         #: the scheduled loop ends after this many refits (``reqcast trainer --max-refits``)
         self.max_refits = max_refits
@@ -146,10 +149,8 @@ class RefitWorker:
         self._since = 0
         self._last = time.monotonic()
         self._due = threading.Event()
-        self._stop = threading.Event()
         self._busy = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
-        self._thread = threading.Thread(target=self._loop, name="refit", daemon=True)
 
     # called from the serving loop: cheap, never blocks on training
     def observe(self, events: Iterable[RequestEvent]) -> None:
@@ -158,21 +159,16 @@ class RefitWorker:
         if every and self._since >= every and len(self.buffer) >= self.config.min_events:
             self._due.set()
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        self._stop.set()
-        self._due.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout_s)
+    def stop(self, timeout_s: float | None = None) -> None:
+        """End the scheduled loop (waiting up to ``timeout_s``, 30 s by default) and the
+        training process, if any. :attr:`finished` says when the loop has ended (stopped,
+        or ``max_refits`` done)."""
+        super().stop(timeout_s)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-    @property
-    def finished(self) -> bool:
-        """True once the scheduled loop has ended (stopped, or ``max_refits`` done)."""
-        return self._thread.ident is not None and not self._thread.is_alive()
+    def _wake(self) -> None:
+        self._due.set()
 
     def _loop(self) -> None:
         every_s = self.config.every_s
@@ -213,8 +209,8 @@ class RefitWorker:
 
     def _train(self, model: str, train: list[np.ndarray]) -> TrainResult:
         c = self.config
-        cfg = TrainConfig(
-            model=model,
+        cfg = TrainConfig.for_model(
+            model,
             seq_len=self._seq_len(model),
             epochs=c.epochs,
             batch_size=c.batch_size,
@@ -300,7 +296,7 @@ class RefitWorker:
             )
             # the model-dir watcher may have installed this very artifact first: still ours
             if slot.offer(challenger, version, info.meta) or slot.version == version:
-                self.metrics.model_version.labels(model, "next_request").set(version)
+                self.metrics.model_version.labels(model, NEXT_REQUEST).set(version)
                 self.metrics.last_swap.labels(model).set(time.time())
                 if self.publish is not None:
                     try:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +36,7 @@ from predictor.models.neural import (
     default_params,
     ensemble_size,
 )
+from predictor.tasks import LOAD, NEXT_REQUEST
 from trainer.device import resolve_device
 
 #: architecture settings of load models: the level they start from (and forecast the
@@ -52,7 +53,7 @@ LOAD_MODEL_PARAMS: dict[str, dict[str, Any]] = {"dlinear": {"learning_rate": 3e-
 DEFAULT_LEARNING_RATE = 1e-3
 
 
-def load_params(model: str, ensemble: int = 1) -> dict[str, Any]:
+def params_for_load(model: str, ensemble: int = 1) -> dict[str, Any]:
     """Settings of ``model``'s load networks, with ``ensemble`` networks per model."""
     return {
         **LOAD_PARAMS,
@@ -81,6 +82,38 @@ class TrainConfig:
     params: dict[str, Any] = field(default_factory=dict)
     #: cap on training windows per epoch (the most recent ones), for bounded refits
     max_train_windows: int | None = None
+
+    @classmethod
+    def for_model(
+        cls,
+        model: str,
+        *,
+        task: str = NEXT_REQUEST,
+        ensemble: int = 1,
+        params: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> TrainConfig:
+        """The one way to build a training config: ``model``'s settings for ``task``, then
+        ``params`` over them, and the other fields from ``fields`` (the rest at their
+        defaults).
+
+        A load network takes :func:`params_for_load` (with ``ensemble`` networks); a
+        next-request network adds nothing of its own.
+
+        >>> TrainConfig.for_model("dlinear", task="load", seq_len=48).params["learning_rate"]
+        0.0003
+        >>> TrainConfig.for_model("lstm", params={"hidden": 8}).params
+        {'hidden': 8}
+        """
+        if task == LOAD:
+            own = params_for_load(model, ensemble)
+        elif task == NEXT_REQUEST:
+            if ensemble != 1:
+                raise ValueError(f"ensembles are for load networks, got {ensemble} for {task}")
+            own = {}
+        else:
+            raise ValueError(f"unknown task {task!r}")
+        return cls(model=model, params={**own, **(params or {})}, **fields)
 
 
 @dataclass

@@ -2,35 +2,34 @@
 
 ``bench accuracy`` is the walk-forward accuracy of LSTM and DLinear against the
 baselines: of the next request (``--task next_request``, the default,
-:mod:`trainer.backtest`) or of the load per time bin at several horizons
-(``--task load``, :mod:`trainer.backtest_load`). ``bench stream`` (streaming throughput and
-latency) lives in :mod:`stream.bench_stream` and ``bench swap`` (hot-swap pause and
-refit time) in :mod:`stream.bench_swap`; each provides ``add_parser(p)`` and
-``run(args)`` like a command module and is registered when it imports.
+:mod:`trainer.evaluation.next_request`) or of the load per time bin at several horizons
+(``--task load``, :mod:`trainer.evaluation.load`). ``bench stream`` (streaming throughput and
+latency) lives in :mod:`stream.bench.throughput` and ``bench swap`` (hot-swap pause and
+refit time) in :mod:`stream.bench.swap`; each provides ``add_parser(p)`` and
+``run(args)`` like a command module. This is the only module that imports
+:mod:`stream.bench`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from predictor.errors import ConfigError
-from stream.cliutil import add_flag, add_trace_flags, set_torch_threads
-from stream.commands._trace import load_from_args
-from trainer.backtest import NEXT_REQUEST, BacktestConfig, next_request_backtest, to_markdown
-from trainer.backtest_load import LOAD, LoadBacktestConfig, load_backtest, load_markdown
+from predictor.streams import STREAM_KEYS
+from predictor.tasks import LOAD, NEXT_REQUEST, TASKS
+from stream.bench import swap, throughput
+from stream.cliutil import add_flag, add_trace_flags, load_from_args, set_torch_threads
 from trainer.device import DEVICES
+from trainer.evaluation.load import LoadBacktestConfig, load_backtest
+from trainer.evaluation.next_request import BacktestConfig, next_request_backtest
+from trainer.evaluation.report import load_markdown, to_markdown
 
 log = logging.getLogger(__name__)
-
-#: the module that provides ``reqcast bench stream``
-STREAM_MODULE = "stream.bench_stream"
-#: the module that provides ``reqcast bench swap``
-SWAP_MODULE = "stream.bench_swap"
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -47,38 +46,20 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     add_accuracy_flags(acc)
     acc.set_defaults(_bench_run=run_accuracy)
     _add_module(
-        sub, "stream", STREAM_MODULE, "streaming throughput and latency against a bare Kafka echo"
+        sub, "stream", throughput, "streaming throughput and latency against a bare Kafka echo"
     )
-    _add_module(sub, "swap", SWAP_MODULE, "hot-swap pause while refitting, and refit time")
+    _add_module(sub, "swap", swap, "hot-swap pause while refitting, and refit time")
 
 
 def run(args: argparse.Namespace) -> int:
     return int(args._bench_run(args) or 0)
 
 
-def _add_module(sub: Any, name: str, module_name: str, help: str) -> None:
-    """Register ``bench <name>`` from ``module_name`` when it is there."""
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name:
-            return  # not written yet: no ``bench <name>``
-        reason = str(exc)
-    except ImportError as exc:
-        reason = str(exc)
-    else:
-        p = sub.add_parser(name, help=help)
-        module.add_parser(p)
-        p.set_defaults(_bench_run=module.run)
-        return
-    # present but broken: keep the other benchmarks usable and say why this one is not
-    p = sub.add_parser(name, help=f"unavailable: {reason}")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-
-    def unavailable(_: argparse.Namespace) -> int:
-        raise ConfigError(f"bench {name} is unavailable: {reason}")
-
-    p.set_defaults(_bench_run=unavailable)
+def _add_module(sub: Any, name: str, module: ModuleType, help: str) -> None:
+    """Register ``bench <name>``, whose flags and run come from ``module``."""
+    p = sub.add_parser(name, help=help)
+    module.add_parser(p)
+    p.set_defaults(_bench_run=module.run)
 
 
 def add_accuracy_flags(p: argparse.ArgumentParser) -> None:
@@ -88,7 +69,7 @@ def add_accuracy_flags(p: argparse.ArgumentParser) -> None:
         p,
         "--task",
         default=NEXT_REQUEST,
-        choices=[NEXT_REQUEST, LOAD],
+        choices=list(TASKS),
         help="what to forecast: the next request of each stream, or the load per time bin",
     )
     add_flag(
@@ -121,7 +102,7 @@ def add_accuracy_flags(p: argparse.ArgumentParser) -> None:
     add_flag(
         p,
         "--stream-key",
-        choices=["model", "none"],
+        choices=list(STREAM_KEYS),
         help=f"one sequence per model, or one for all (default {d.stream_key}; load "
         f"{dl.stream_key}: all traffic as one load series)",
     )

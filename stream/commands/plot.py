@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from predictor.errors import ConfigError, InputError
-from stream.cliutil import add_flag, add_trace_flags
+from stream.cliutil import add_flag, add_trace_flags, load_from_args
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -93,7 +93,5 @@ def _trace(args: argparse.Namespace) -> pd.DataFrame | None:
     """The trace named by ``--data-path`` (for the actual values), or None."""
     if not args.data_path:
         return None
-    from stream.commands._trace import load_from_args
-
     df, _, _ = load_from_args(args)
     return df

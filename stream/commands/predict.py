@@ -6,8 +6,7 @@ import argparse
 import json
 
 from predictor.request_predictor import RequestPredictor
-from stream.cliutil import add_flag, add_trace_flags
-from stream.commands._trace import load_from_args
+from stream.cliutil import add_flag, add_trace_flags, load_from_args
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:

@@ -9,10 +9,11 @@ from __future__ import annotations
 import argparse
 
 from predictor.errors import ConfigError
+from predictor.streams import STREAM_KEYS
 from predictor.traces import iter_events, load_trace
 from stream.cliutil import add_flag, add_trace_flags
 from stream.commands.inspect import trace_path
-from stream.replay import STREAM_KEYS, check_pacing, replay
+from stream.trace_replay import check_pacing, replay
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:

@@ -19,9 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from predictor.traces import iter_events
-from stream.cliutil import add_flag, add_trace_flags, set_torch_threads
+from stream.cliutil import add_flag, add_trace_flags, load_from_args, set_torch_threads
 from stream.commands._refit import add_refit_flags
-from stream.commands._trace import load_from_args
 from stream.commands.serve import (
     add_service_flags,
     attach_load,
@@ -30,9 +29,9 @@ from stream.commands.serve import (
     stop_on_signals,
 )
 from stream.metrics import Metrics, serve_metrics
-from stream.replay import replay
 from stream.sinks import JsonlSink, TeeSink
 from stream.status import StatusPrinter, load_table, summary_table
+from stream.trace_replay import replay
 from stream.transport import MemoryBroker, Sink, Source
 
 log = logging.getLogger(__name__)
@@ -145,7 +144,8 @@ def _first_load_models(args: argparse.Namespace, head: pd.DataFrame) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from predictor.artifacts import list_artifacts
-    from stream.models import have_models, load_slots
+    from stream.model_slots import have_models
+    from stream.model_slots import read_slots as load_slots  # renamed: read_slots
     from stream.service import ForecastService, tune_gc
 
     config = service_config(args)

@@ -274,7 +274,8 @@ def run(args: argparse.Namespace) -> int:
     from stream.kafka_admin import ensure_topics, wait_for_broker
     from stream.kafka_batch import BatchKafkaSink
     from stream.kafka_io import KafkaConfig
-    from stream.models import have_models, load_slots
+    from stream.model_slots import have_models
+    from stream.model_slots import read_slots as load_slots  # renamed: read_slots
     from stream.service import tune_gc
     from trainer.device import resolve_device
 
@@ -380,7 +381,8 @@ def attach_load(
 ) -> LoadForecasting | None:
     """Add load forecasts to ``service`` when load models for ``--bin-s`` are in the model dir."""
     from stream.load_stream import LoadConfig, LoadForecasting
-    from stream.models import have_models, load_slots
+    from stream.model_slots import have_models
+    from stream.model_slots import read_slots as load_slots  # renamed: read_slots
 
     if args.no_load:
         return None

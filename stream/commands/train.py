@@ -9,9 +9,10 @@ from typing import Any
 
 from predictor.errors import ConfigError
 from predictor.request_predictor import RequestPredictor
+from predictor.streams import STREAM_KEYS
+from predictor.tasks import LOAD, NEXT_REQUEST, TASKS
 from predictor.traces import sample_contiguous
-from stream.cliutil import add_flag, add_trace_flags
-from stream.commands._trace import load_from_args
+from stream.cliutil import add_flag, add_trace_flags, load_from_args
 from trainer.device import DEVICES
 from trainer.offline import LoadTask, OfflineReport, check_models, train_models
 from trainer.presets import PRESETS, get_preset
@@ -43,8 +44,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     add_flag(
         p,
         "--task",
-        default="next_request",
-        choices=["next_request", "load"],
+        default=NEXT_REQUEST,
+        choices=list(TASKS),
         help="forecast the next request, or the load per time bin over several horizons",
     )
     add_flag(p, "--bin-s", type=float, default=60.0, help="load task: bin size in seconds")
@@ -68,7 +69,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         p,
         "--stream-key",
         default="model",
-        choices=["model", "none"],
+        choices=list(STREAM_KEYS),
         help="one sequence per model, or one for all",
     )
     add_flag(
@@ -90,7 +91,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.task != "load" and args.ensemble != 1:
+    if args.task != LOAD and args.ensemble != 1:
         raise ConfigError("--ensemble is for load models (--task load)")
     preset = get_preset(args.preset).override(
         seq_len=args.seq_len,
@@ -111,9 +112,9 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         extra_meta={"source": source, "load": load.to_dict()},
         task=args.task,
-        load=LoadTask(args.bin_s, args.horizon, args.ensemble) if args.task == "load" else None,
+        load=LoadTask(args.bin_s, args.horizon, args.ensemble) if args.task == LOAD else None,
     )
-    if args.task == "load":
+    if args.task == LOAD:
         return _load_summary(args, report)
     predictor = RequestPredictor(args.model_dir, models=preset.models, device="cpu")
     # the test prediction follows the stream of the trace's last request, as serving would
@@ -208,7 +209,7 @@ def _load_summary(args: argparse.Namespace, report: OfflineReport) -> int:
             "validation": o.result.val_metrics,
         }
     summary = {
-        "task": "load",
+        "task": LOAD,
         "bin_s": args.bin_s,
         "horizon_bins": args.horizon,
         "streams_bins": report.streams,

@@ -109,7 +109,7 @@ def test_a_raw_value_mean_level_is_the_moving_mean_baseline(tmp_path: Path) -> N
     mean of the log values, the other ``level_mean``, sits well below it on skewed load);
     an artifact rebuilds the level from its scaler."""
     from predictor.models.baselines import RollingMean
-    from trainer.train import load_params
+    from trainer.train import params_for_load
 
     rng = np.random.default_rng(4)
     history = rng.gamma(0.5, 200.0, size=(500, 3))  # skewed, some bins near 0
@@ -119,7 +119,7 @@ def test_a_raw_value_mean_level_is_the_moving_mean_baseline(tmp_path: Path) -> N
 
     def level_forecast(level_mean: str) -> tuple[NeuralForecaster, np.ndarray]:
         spec = NeuralSpec(
-            "dlinear", 48, 4, params={**load_params("dlinear"), "level_mean": level_mean}
+            "dlinear", 48, 4, params={**params_for_load("dlinear"), "level_mean": level_mean}
         )
         fc = NeuralForecaster(spec, build_member(spec, scaler), scaler)
         with torch.no_grad():
@@ -135,7 +135,9 @@ def test_a_raw_value_mean_level_is_the_moving_mean_baseline(tmp_path: Path) -> N
     loaded, _ = load_artifact(info.path)
     np.testing.assert_allclose(loaded.predict(windows).point, raw_level)
     # the level's scale is in the weights: a reader without this level refuses them
-    log_spec = NeuralSpec("dlinear", 48, 4, params={**load_params("dlinear"), "level_mean": "log"})
+    log_spec = NeuralSpec(
+        "dlinear", 48, 4, params={**params_for_load("dlinear"), "level_mean": "log"}
+    )
     old_reader = build_member(log_spec)
     state = torch.load(info.path / WEIGHTS, weights_only=True)
     assert {"log_mean", "log_std"} <= set(state)

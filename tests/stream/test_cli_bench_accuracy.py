@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-import types
 from pathlib import Path
 
 import pytest
 
+from stream.bench import throughput
 from stream.cli import main
 
 BURST1 = (
@@ -67,7 +66,6 @@ def test_bench_accuracy_bad_flag_is_one_line(capsys: pytest.CaptureFixture[str])
 
 def test_bench_stream_hook(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[int] = []
-    fake = types.ModuleType("stream.bench_stream")
 
     def add_parser(p: argparse.ArgumentParser) -> None:
         p.add_argument("--rate", type=int, default=1)
@@ -76,9 +74,8 @@ def test_bench_stream_hook(monkeypatch: pytest.MonkeyPatch) -> None:
         seen.append(args.rate)
         return 0
 
-    fake.add_parser = add_parser  # type: ignore[attr-defined]
-    fake.run = run  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "stream.bench_stream", fake)
+    monkeypatch.setattr(throughput, "add_parser", add_parser)
+    monkeypatch.setattr(throughput, "run", run)
     assert main(["bench", "stream", "--rate", "7"]) == 0
     assert seen == [7]
 

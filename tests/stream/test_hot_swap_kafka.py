@@ -38,7 +38,7 @@ from stream.kafka_admin import ensure_topics
 from stream.kafka_io import KafkaConfig, KafkaSink
 from stream.metrics import Metrics
 from stream.model_sync import ModelPublisher, encode_artifact, install_message
-from stream.replay import encode
+from stream.trace_replay import encode
 from trainer.train import TrainConfig, train_forecaster
 
 pytestmark = pytest.mark.kafka

@@ -44,7 +44,7 @@ from serve_helpers import (
 from predictor.events import RequestEvent
 from stream.cli import main
 from stream.kafka_io import KafkaConfig, KafkaSink
-from stream.replay import replay
+from stream.trace_replay import replay
 
 pytestmark = pytest.mark.kafka
 

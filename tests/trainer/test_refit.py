@@ -33,10 +33,10 @@ from predictor.models.neural import NeuralForecaster
 from predictor.slot import ModelSlot
 from predictor.synth import synthesize
 from stream.metrics import Metrics
+from stream.model_slots import read_slots
 from stream.model_sync import ModelDirWatcher, encode_artifact, install_message
-from stream.models import load_slots
-from stream.replay import encode
 from stream.service import ForecastService, ServeConfig
+from stream.trace_replay import encode
 from stream.transport import MemoryBroker
 from trainer import refit as refit_mod
 from trainer.guard import Decision, judge
@@ -262,7 +262,7 @@ def test_judge_without_champion_accepts(champions: dict[str, NeuralForecaster]) 
 
 # -- the worker -----------------------------------------------------------------------------
 def test_refit_once_saves_installs_and_publishes(model_dir: Path, metrics: Metrics) -> None:
-    slots = load_slots(model_dir, MODELS, metrics)
+    slots = read_slots(model_dir, MODELS, metrics)
     assert {m: s.version for m, s in slots.items()} == {"lstm": 1, "dlinear": 1}
     published: list[Any] = []
     # the guard itself is tested above; a wide tolerance makes every sound refit a swap
@@ -344,7 +344,7 @@ def test_isolated_refit_trains_in_a_child_process(tmp_path: Path, metrics: Metri
 def test_refit_keeps_the_champion_when_the_guard_says_worse(
     model_dir: Path, metrics: Metrics, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    slots = load_slots(model_dir, MODELS, metrics)
+    slots = read_slots(model_dir, MODELS, metrics)
     champion = slots["lstm"].current()
 
     def worse(*args: Any, **kwargs: Any) -> Decision:
@@ -362,7 +362,7 @@ def test_refit_keeps_the_champion_when_the_guard_says_worse(
 def test_consider_rejects_nan_challenger_and_counts_by_reason(
     model_dir: Path, metrics: Metrics, caplog: pytest.LogCaptureFixture
 ) -> None:
-    slots = load_slots(model_dir, MODELS, metrics)
+    slots = read_slots(model_dir, MODELS, metrics)
     published: list[Any] = []
     worker = RefitWorker(_config(model_dir), slots, metrics, publish=published.append)
     series, holdout = _holdout(_events(1000, seed=6))
@@ -404,7 +404,7 @@ def test_cuda_oom_retries_on_cpu_with_smaller_batch(
         return real(series, cfg, progress=progress)
 
     monkeypatch.setattr(refit_mod, "train_forecaster", flaky)
-    slots = load_slots(model_dir, MODELS, metrics)
+    slots = read_slots(model_dir, MODELS, metrics)
     worker = RefitWorker(_config(model_dir, models=("lstm",), tolerance=1e9), slots, metrics)
     worker.observe(_events(1500, seed=8))
     with caplog.at_level(logging.WARNING, logger="trainer.refit"):
@@ -428,7 +428,7 @@ def test_other_training_errors_are_not_retried(
         raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
 
     monkeypatch.setattr(refit_mod, "train_forecaster", broken)
-    slots = load_slots(model_dir, MODELS, metrics)
+    slots = read_slots(model_dir, MODELS, metrics)
     worker = RefitWorker(_config(model_dir, models=("lstm",)), slots, metrics)
     worker.observe(_events(500, seed=8))
     with pytest.raises(RuntimeError, match="shapes"):
@@ -437,7 +437,7 @@ def test_other_training_errors_are_not_retried(
 
 
 def test_too_little_data_is_a_training_error_decision(model_dir: Path, metrics: Metrics) -> None:
-    slots = load_slots(model_dir, MODELS, metrics)
+    slots = read_slots(model_dir, MODELS, metrics)
     worker = RefitWorker(_config(model_dir, models=("dlinear",)), slots, metrics)
     worker.observe(_events(20, seed=8))
     assert worker.refit_once() == [Decision("dlinear", False, "training_error")]
@@ -446,7 +446,7 @@ def test_too_little_data_is_a_training_error_decision(model_dir: Path, metrics: 
 
 
 def test_schedule_by_event_count(model_dir: Path, metrics: Metrics) -> None:
-    slots = load_slots(model_dir, MODELS, metrics)
+    slots = read_slots(model_dir, MODELS, metrics)
     worker = RefitWorker(
         _config(model_dir, every_events=400, min_events=600, tolerance=1e9), slots, metrics
     )
@@ -467,7 +467,7 @@ def test_schedule_by_event_count(model_dir: Path, metrics: Metrics) -> None:
 
 
 def test_max_refits_ends_the_schedule(model_dir: Path, metrics: Metrics) -> None:
-    slots = load_slots(model_dir, MODELS, metrics)
+    slots = read_slots(model_dir, MODELS, metrics)
     worker = RefitWorker(
         _config(model_dir, models=("dlinear",), every_events=300, tolerance=1e9),
         slots,
@@ -495,7 +495,7 @@ def test_max_refits_ends_the_schedule(model_dir: Path, metrics: Metrics) -> None
 def test_dir_watcher_installs_newer_and_rejects_corrupt(
     model_dir: Path, metrics: Metrics, caplog: pytest.LogCaptureFixture
 ) -> None:
-    slots = load_slots(model_dir, MODELS, metrics)
+    slots = read_slots(model_dir, MODELS, metrics)
     watcher = ModelDirWatcher(model_dir, slots, metrics, interval_s=60)
     assert watcher.check() == 0  # nothing newer
     v1 = {m: slots[m].current() for m in MODELS}
@@ -550,7 +550,7 @@ def test_dir_watcher_installs_newer_and_rejects_corrupt(
 
 
 def test_dir_watcher_thread_picks_up_a_drop(model_dir: Path, metrics: Metrics) -> None:
-    slots = load_slots(model_dir, MODELS, metrics)
+    slots = read_slots(model_dir, MODELS, metrics)
     watcher = ModelDirWatcher(model_dir, slots, metrics, interval_s=0.05)
     watcher.start()
     try:
@@ -577,7 +577,7 @@ def _message(info: Any, **meta: Any) -> bytes:
 def test_install_message_takes_newer_and_rejects_bad_ones(
     model_dir: Path, metrics: Metrics, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    slots = load_slots(model_dir, MODELS, metrics)
+    slots = read_slots(model_dir, MODELS, metrics)
     info = list_artifacts(model_dir, "lstm")[-1]
     v1 = slots["lstm"].current()
     assert not install_message(_message(info, version=1), slots, metrics)  # not newer
@@ -622,7 +622,7 @@ def test_install_message_ignores_the_name_for_paths(
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
-    slots = load_slots(model_dir, MODELS, metrics)
+    slots = read_slots(model_dir, MODELS, metrics)
     info = list_artifacts(model_dir, "dlinear")[-1]
     assert install_message(_message(info, version=3, name=name), slots, metrics)
     assert slots["dlinear"].version == 3
@@ -636,7 +636,7 @@ def test_install_message_ignores_the_name_for_paths(
 def served(model_dir: Path, metrics: Metrics) -> Iterator[tuple[MemoryBroker, ForecastService]]:
     broker = MemoryBroker()
     broker.create_topic("requests", 1)
-    slots = load_slots(model_dir, MODELS, metrics)
+    slots = read_slots(model_dir, MODELS, metrics)
     service = ForecastService(
         ServeConfig("requests", "forecasts", batch_max=100, poll_timeout_s=0.05),
         broker.source("requests", "serve"),

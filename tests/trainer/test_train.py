@@ -289,10 +289,10 @@ def test_the_level_blend_learns_faster_than_the_network() -> None:
     a network without a blend has one group."""
     from predictor.features import Scaler
     from predictor.models.neural import NeuralSpec, build_module
-    from trainer.train import MIX_LR_FACTOR, _param_groups, load_params
+    from trainer.train import MIX_LR_FACTOR, _param_groups, params_for_load
 
     cfg = TrainConfig("lstm", learning_rate=2e-3, weight_decay=0.05)
-    spec = NeuralSpec("lstm", seq_len=16, horizon=3, params=load_params("lstm", 2))
+    spec = NeuralSpec("lstm", seq_len=16, horizon=3, params=params_for_load("lstm", 2))
     module = build_module(spec, Scaler((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
     groups = _param_groups(module, cfg)
     ids = [id(p) for g in groups for p in g["params"]]
@@ -308,12 +308,30 @@ def test_the_level_blend_learns_faster_than_the_network() -> None:
 def test_a_network_may_carry_its_learning_rate() -> None:
     """Load DLinear trains at its own rate, which its spec (and so its artifact) records;
     a rate set on the run wins."""
-    from trainer.train import DEFAULT_LEARNING_RATE, learning_rate, load_params
+    from trainer.train import DEFAULT_LEARNING_RATE, learning_rate, params_for_load
 
-    dl, lstm = load_params("dlinear"), load_params("lstm")
+    dl, lstm = params_for_load("dlinear"), params_for_load("lstm")
     assert learning_rate(TrainConfig("dlinear", params=dl)) == 3e-4
     assert learning_rate(TrainConfig("lstm", params=lstm)) == DEFAULT_LEARNING_RATE
     assert learning_rate(TrainConfig("dlinear")) == DEFAULT_LEARNING_RATE
     assert learning_rate(TrainConfig("dlinear", learning_rate=5e-3, params=dl)) == 5e-3
     result = train_forecaster([_series()], _cfg("dlinear", epochs=1, params=dl), progress=False)
     assert result.forecaster.spec.params["learning_rate"] == 3e-4
+
+
+def test_one_builder_applies_each_tasks_network_settings() -> None:
+    """``TrainConfig.for_model``: load networks get their load settings (ensemble too),
+    next-request networks none; ``params`` and the other fields go on top."""
+    from trainer.train import params_for_load
+
+    cfg = TrainConfig.for_model("dlinear", task="load", ensemble=3, seq_len=48, horizon=30)
+    assert cfg.params == params_for_load("dlinear", 3) and cfg.params["ensemble"] == 3
+    assert (cfg.model, cfg.seq_len, cfg.horizon, cfg.epochs) == ("dlinear", 48, 30, 100)
+    assert TrainConfig.for_model("lstm", task="load").params == params_for_load("lstm")
+    assert TrainConfig.for_model("lstm", epochs=3) == TrainConfig("lstm", epochs=3)
+    own = TrainConfig.for_model("dlinear", task="load", params={"learning_rate": 1e-2})
+    assert own.params == {**params_for_load("dlinear"), "learning_rate": 1e-2}
+    with pytest.raises(ValueError, match="ensembles are for load"):
+        TrainConfig.for_model("lstm", ensemble=2)
+    with pytest.raises(ValueError, match="unknown task"):
+        TrainConfig.for_model("lstm", task="weather")

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from stream.bench_swap import RefitSpan, _analyse
+from stream.bench.swap import RefitSpan, _analyse
 from stream.cli import main
 from trainer.guard import Decision
 

@@ -14,19 +14,19 @@ from predictor.models import LastValue, Prediction
 from predictor.models import ets as ets_module
 from predictor.synth import synthesize, write_trace
 from predictor.traces import load_trace
-from trainer.backtest_load import (
+from trainer.evaluation.load import (
     LOAD,
     LoadBacktestConfig,
     evaluate,
     load_backtest,
     load_baselines,
-    load_markdown,
     outcomes,
     served_best,
     split_load,
     walk,
     walk_errors,
 )
+from trainer.evaluation.report import load_markdown
 
 TINY = {"bin_s": 60.0, "seq_len": 12, "epochs": 2, "batch_size": 32, "device": "cpu"}
 BASELINES = ["last_value", "mean_6", "mean_30", "median_30", "ewma_0.3"]

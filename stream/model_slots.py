@@ -1,4 +1,5 @@
-"""Serving models: loading the newest artifacts into model slots, and reporting versions."""
+"""The service's model slots: reading the newest artifacts into them from the model dir,
+installing newer versions, and reporting which version serves."""
 
 from __future__ import annotations
 
@@ -10,17 +11,18 @@ from predictor.artifacts import load_latest
 from predictor.errors import ModelLoadError
 from predictor.models.base import Forecaster
 from predictor.slot import ModelSlot
+from predictor.tasks import NEXT_REQUEST
 from stream.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 
-def load_slots(
+def read_slots(
     model_dir: str | Path,
     models: Sequence[str],
     metrics: Metrics,
     device: str = "cpu",
-    task: str = "next_request",
+    task: str = NEXT_REQUEST,
 ) -> dict[str, ModelSlot[Forecaster]]:
     """One slot per model, filled with the newest loadable artifact of ``task`` where there is one."""
     slots: dict[str, ModelSlot[Forecaster]] = {}
@@ -29,7 +31,7 @@ def load_slots(
         try:
             fc, meta = load_latest(model_dir, name, task=task, device=device)
         except ModelLoadError as exc:
-            (log.warning if task == "next_request" else log.info)("%s (%s): %s", name, task, exc)
+            (log.warning if task == NEXT_REQUEST else log.info)("%s (%s): %s", name, task, exc)
         else:
             install(slot, fc, meta, metrics, reason="startup")
         slots[name] = slot
@@ -47,7 +49,7 @@ def install(
     version = int(meta.get("version", 0))  # type: ignore[call-overload]
     if not slot.offer(forecaster, version, meta):
         return False
-    task = str(meta.get("task", "next_request"))
+    task = str(meta.get("task", NEXT_REQUEST))
     metrics.model_version.labels(slot.name, task).set(version)
     metrics.model_info.labels(slot.name).info(
         {

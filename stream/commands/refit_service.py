@@ -5,6 +5,9 @@ recent history of every partition first), refits every model on the schedule,
 and publishes each version the guard accepts to the compacted model topic and
 the model directory. ``serve`` instances started with ``--no-refit`` pick them
 up from the topic.
+
+(The module is named for what it runs; the command keeps its name, see
+:data:`stream.cli.MODULES`.)
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import threading
 
 from predictor.errors import InvalidEvent
 from predictor.events import RequestEvent, decode_event
+from predictor.streams import STREAM_KEYS
 from stream.cliutil import add_flag
 from stream.commands._refit import add_refit_flags, refit_config
 from stream.commands.serve import stop_on_signals
@@ -42,7 +46,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         p,
         "--stream-key",
         default="model",
-        choices=["model", "none"],
+        choices=list(STREAM_KEYS),
         help="one sequence per model field, or one for all",
     )
     add_flag(p, "--seq-len", type=int, default=64, help="window length when no model exists yet")
@@ -70,8 +74,8 @@ def _decode(records: list[Record]) -> list[RequestEvent]:
 def run(args: argparse.Namespace) -> int:
     from stream.kafka_admin import ensure_topics, read_before, wait_for_broker
     from stream.kafka_io import KafkaConfig, KafkaSink, KafkaSource
+    from stream.model_slots import read_slots
     from stream.model_sync import ModelPublisher
-    from stream.models import load_slots
     from trainer.refit import RefitWorker
 
     kafka = KafkaConfig.from_args(args)
@@ -81,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     )
     metrics = Metrics()
     serve_metrics(args.metrics_port, metrics.registry)
-    slots = load_slots(args.model_dir, args.models, metrics)
+    slots = read_slots(args.model_dir, args.models, metrics)
     config = refit_config(args)
     worker = RefitWorker(
         config,

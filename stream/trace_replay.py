@@ -29,9 +29,8 @@ from tqdm import tqdm
 
 from predictor.errors import ConfigError
 from predictor.events import RequestEvent
+from predictor.streams import STREAM_KEYS
 from stream.transport import Sink
-
-STREAM_KEYS = ("model", "none")
 
 
 def check_pacing(speed: float | None, rate: float | None) -> None:

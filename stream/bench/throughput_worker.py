@@ -1,11 +1,11 @@
 """The pipeline processes of ``reqcast bench stream``: the bare echo and the serving loop.
 
-``stream.bench_stream`` starts ``python -m stream.bench_stream_worker`` once per pipeline,
+``stream.bench.throughput`` starts ``python -m stream.bench.throughput_worker`` once per pipeline,
 writes its plan (JSON) to the process's stdin and reads its reports, JSON lines that start
 with :data:`LINE_PREFIX`, from its stdout: ``ready`` once a phase's consumer joined its
 group, ``result`` with a phase's figures (time spent per step, events, outputs, RSS
 readings), ``error`` with a one-line message. Each phase consumes from its own topic in
-its own consumer group; see :mod:`stream.bench_stream` for what is measured.
+its own consumer group; see :mod:`stream.bench.throughput` for what is measured.
 """
 
 from __future__ import annotations
@@ -281,13 +281,13 @@ def _serve_worker(plan: dict[str, Any], kafka: Any) -> PhaseRunner:
     from stream.commands.serve import kafka_service
     from stream.kafka_batch import BatchKafkaSink
     from stream.metrics import Metrics
-    from stream.models import have_models, load_slots
+    from stream.model_slots import have_models, read_slots
     from stream.service import ServeConfig, tune_gc
 
     if plan["torch_threads"]:
         torch.set_num_threads(int(plan["torch_threads"]))
     metrics = Metrics(CollectorRegistry())
-    slots = load_slots(plan["model_dir"], plan["models"], metrics)
+    slots = read_slots(plan["model_dir"], plan["models"], metrics)
     if not have_models(slots):
         raise ConfigError(f"no loadable models in {plan['model_dir']!r}")
     sink = BatchKafkaSink(kafka, compression=plan.get("compression", "none"))

@@ -9,7 +9,7 @@ to the last but one, each forecaster forecasts bins ``t+1 .. t+H`` from bins
 ``<= t`` only (windows reach back into the training bins, so no padding is
 needed once the head is longer than ``seq_len``). Each scored horizon ``h`` is
 scored on every forecast whose target bin ``t+h`` is in the trace, pooled over
-streams: MAE, sMAPE (:func:`trainer.backtest._smape`), interval coverage, n.
+streams: MAE, sMAPE (:func:`trainer.evaluation.stats._smape`), interval coverage, n.
 
 Intervals are calibrated online, as the service does
 (:mod:`stream.load_stream`): one :class:`~predictor.calibration.OnlineConformal`
@@ -23,7 +23,7 @@ split-conformal widening).
 
 Each model's MAE ratio to the best baseline comes with a 90 % interval from a
 paired block bootstrap over the forecast origins
-(:func:`trainer.backtest.ratio_interval`): on a short test period (the Azure
+(:func:`trainer.evaluation.stats.ratio_interval`): on a short test period (the Azure
 trace's is 23 minutes) a ratio a few percent from 1 can be chance.
 
 Baselines: persistence (``last_value``), moving means over 6 and 30 bins,
@@ -60,12 +60,13 @@ from predictor.models.base import NOMINAL_COVERAGE, Forecaster, Prediction, roll
 from predictor.models.baselines import EWMA, LastValue, RollingMean, RollingMedian
 from predictor.scoring import LOAD_BEST_MIN_COUNT, LOAD_BEST_SIZE, RollingScores, score_key
 from predictor.streams import load_series
-from trainer.backtest import check_split, score, to_markdown, verdict
-from trainer.train import TrainConfig, load_params, train_forecaster
+from predictor.tasks import LOAD
+from trainer.evaluation.split import check_split
+from trainer.evaluation.stats import score, verdict
+from trainer.train import TrainConfig, train_forecaster
 
 log = logging.getLogger(__name__)
 
-LOAD = "load"
 PARTS = ("point", "lower", "upper")
 
 
@@ -226,7 +227,7 @@ def walk_errors(
     name: str, walked: Sequence[Walked], cfg: LoadBacktestConfig
 ) -> dict[tuple[str, str, int], np.ndarray]:
     """Absolute errors of the published point forecasts per ``(name, quantity, horizon)``,
-    in time order per stream (for :func:`trainer.backtest.ratio_interval`)."""
+    in time order per stream (for :func:`trainer.evaluation.stats.ratio_interval`)."""
     point = np.concatenate([c.point for *_, c in walked])
     err = np.abs(point - _actual(walked, cfg))  # [T, H, 3], NaN past the end
     return {
@@ -298,8 +299,10 @@ def train_on_heads(
     models: list[Forecaster] = []
     info: dict[str, dict[str, Any]] = {}
     for name in cfg.models:
-        tc = TrainConfig(
-            model=name,
+        tc = TrainConfig.for_model(
+            name,
+            task=LOAD,
+            ensemble=cfg.ensemble,
             seq_len=cfg.seq_len,
             horizon=cfg.horizon,
             epochs=cfg.epochs,
@@ -308,7 +311,6 @@ def train_on_heads(
             val_fraction=cfg.val_fraction,
             device=cfg.device,
             seed=cfg.seed,
-            params=load_params(name, cfg.ensemble),
         )
         try:
             result = train_forecaster(heads, tc, progress=progress)
@@ -382,23 +384,3 @@ def load_backtest(
         "notes": notes,
     }
     return {"task_config": task_config, "results": results, "verdict": verdict(results, errors)}
-
-
-def load_markdown(report: Mapping[str, Any]) -> str:
-    """A short preamble (bins, split, notes) and one table per horizon."""
-    tc = report.get("task_config", {})
-    lines = []
-    if tc:
-        lines += [
-            f"## Load forecasts, {tc['bin_s']:g} s bins, horizons {tc['horizons']} bins",
-            "",
-            f"{tc['forecasts']:,} forecast origins after {tc['train_fraction']:.0%} of "
-            f"{len(tc['streams'])} stream(s) trained {', '.join(tc['models'])} "
-            f"(seq_len {tc['seq_len']} bins, up to {tc['epochs']} epochs); "
-            "intervals calibrated online for every forecaster.",
-            "",
-        ]
-        lines += [f"- note: {n}" for n in tc.get("notes", [])]
-        if tc.get("notes"):
-            lines.append("")
-    return "\n".join(lines) + to_markdown(report)

@@ -44,11 +44,11 @@ import pandas as pd
 import torch
 from prometheus_client import CollectorRegistry
 
+from predictor.background import PeriodicWorker
 from predictor.errors import ConfigError
 from predictor.streams import stream_series
 from predictor.traces import iter_events
-from stream.cliutil import add_flag, add_trace_flags, set_torch_threads
-from stream.commands._trace import load_from_args
+from stream.cliutil import add_flag, add_trace_flags, load_from_args, set_torch_threads
 from stream.metrics import Metrics
 from stream.service import ForecastService, Message, ServeConfig
 from stream.transport import MemoryBroker, Sink, Source
@@ -58,7 +58,8 @@ from trainer.train import TrainConfig, TrainResult, train_forecaster
 
 log = logging.getLogger(__name__)
 
-#: the hot-swap target of DESIGN.md: longest gap during a swap <= 3 x the median gap
+#: the hot-swap target (docs/design.md, "Performance targets"): the longest gap between
+#: forecasts during a swap at most 3 x the median gap
 TARGET_RATIO = 3.0
 _REFIT = RefitConfig(model_dir="")  # the refit defaults
 
@@ -171,7 +172,7 @@ class TimedRefitWorker(RefitWorker):
         return decision
 
 
-class VersionLoader:
+class VersionLoader(PeriodicWorker):
     """Every ``every_s`` seconds, loads each model's artifact again (checksum and all) and
     installs it as the next version, from its own thread: a swap with no training here."""
 
@@ -180,36 +181,27 @@ class VersionLoader:
     ) -> None:
         from predictor.artifacts import list_artifacts
 
+        super().__init__("version-loader", every_s, stop_timeout_s=30.0)
         self.slots, self.metrics, self.every_s = slots, metrics, every_s
         self.paths = {m: list_artifacts(model_dir, m)[-1].path for m in slots}
         self.spans: list[RefitSpan] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="version-loader", daemon=True)
 
     def observe(self, events: Any) -> None:
         return None
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 30.0) -> None:
-        self._stop.set()
-        self._thread.join(timeout_s)
-
-    def _loop(self) -> None:
+    def tick(self) -> None:
         from predictor.artifacts import load_artifact
-        from stream.models import install
+        from stream.model_slots import install
 
-        while not self._stop.wait(self.every_s):
-            span = RefitSpan(time.perf_counter())
-            self.spans.append(span)
-            for name, slot in self.slots.items():
-                fc, meta = load_artifact(self.paths[name])
-                meta = {**meta, "version": slot.version + 1}
-                if install(slot, fc, meta, self.metrics, reason="bench swap"):
-                    span.swaps.append(time.perf_counter())
-                    span.decisions.append(Decision(name, True, "loaded"))
-            span.end = time.perf_counter()
+        span = RefitSpan(time.perf_counter())
+        self.spans.append(span)
+        for name, slot in self.slots.items():
+            fc, meta = load_artifact(self.paths[name])
+            meta = {**meta, "version": slot.version + 1}
+            if install(slot, fc, meta, self.metrics, reason="bench swap"):
+                span.swaps.append(time.perf_counter())
+                span.decisions.append(Decision(name, True, "loaded"))
+        span.end = time.perf_counter()
 
 
 def _first_models(
@@ -223,7 +215,7 @@ def _first_models(
         raise ConfigError(f"the head of the trace has no stream longer than {seq_len + 2} rows")
     took = {}
     for model in models:
-        cfg = TrainConfig(model=model, seq_len=seq_len, epochs=epochs, device="cpu", seed=seed)
+        cfg = TrainConfig.for_model(model, seq_len=seq_len, epochs=epochs, device="cpu", seed=seed)
         result = train_forecaster(series, cfg, progress=False)
         save_artifact(
             result.forecaster, model_dir, preset="bench", version=1, extra=result.metadata()
@@ -265,8 +257,8 @@ def _transport(args: argparse.Namespace, topic: str) -> tuple[Source, Sink, Sink
 
 def swap_pause(args: argparse.Namespace) -> dict[str, Any]:
     """Serve a paced replay while refits swap models in; the gaps between deliveries."""
-    from stream.models import load_slots
-    from stream.replay import replay
+    from stream.model_slots import read_slots
+    from stream.trace_replay import replay
 
     df, _, source_name = load_from_args(
         args, synth_rows=args.head_rows + args.events, synth_seed=args.seed
@@ -281,7 +273,7 @@ def swap_pause(args: argparse.Namespace) -> dict[str, Any]:
             head, model_dir, args.models, args.seq_len, args.first_epochs, args.seed
         )
         metrics = Metrics(CollectorRegistry())
-        slots = load_slots(model_dir, args.models, metrics)
+        slots = read_slots(model_dir, args.models, metrics)
         source, sink, replay_sink, where, closers = _transport(args, topic)
         config = ServeConfig(
             topic, f"{topic}.forecasts", batch_max=args.batch_max, poll_timeout_s=0.05
@@ -504,8 +496,8 @@ def refit_time(args: argparse.Namespace) -> dict[str, Any]:
         "models": {},
     }
     for model in args.models:
-        cfg = TrainConfig(
-            model=model,
+        cfg = TrainConfig.for_model(
+            model,
             seq_len=args.full_seq_len,
             epochs=args.epochs,
             batch_size=args.batch_size,

@@ -30,7 +30,7 @@ latency
     each pipeline gets a fresh topic, and once it has joined its group the same
     events are produced at ``--rate`` events/s (as fast as possible without it) by a
     producer thread while it consumes. A group-less consumer of the output topic, in a
-    process of its own (:mod:`stream.bench_stream_worker`), notes when each output
+    process of its own (:mod:`stream.bench.throughput_worker`), notes when each output
     arrives (every output: three per event for serve); latency = that time minus the input
     record's Kafka timestamp (set by the producer when it sent the event, ms
     resolution), matched through the output's ``source`` partition and offset.
@@ -46,7 +46,7 @@ memory (``--memory-check``)
     the check to a few minutes on a small machine (serve handles a few thousand events
     a second there); the design's target is set at ``--memory-events 1000000``.
 
-Targets (DESIGN.md "Performance targets"): serve/echo throughput >= 0.7, serve/echo
+Targets (docs/design.md, "Performance targets"): serve/echo throughput >= 0.7, serve/echo
 p99 latency <= 1.5 at 5,000 events/s, RSS after 1,000,000 events within 10 % of the
 RSS after 100,000. The machine's cores are shared with the broker, the bench's
 producer and the measuring consumer; the table says how many there are.
@@ -82,7 +82,8 @@ import numpy as np
 
 from predictor.errors import ConfigError, ReqcastError
 from predictor.events import RequestEvent
-from stream.bench_stream_worker import BACKGROUND_SUFFIX, LINE_PREFIX
+from predictor.tasks import NEXT_REQUEST
+from stream.bench.throughput_worker import BACKGROUND_SUFFIX, LINE_PREFIX
 from stream.cliutil import add_flag, check_torch_threads
 
 log = logging.getLogger(__name__)
@@ -289,11 +290,11 @@ def _ensure_models(model_dir: str, names: list[str], seed: int) -> dict[str, Any
     """The newest artifact of each model, after training tiny ones if the directory has none."""
     from predictor.artifacts import list_artifacts
 
-    found = {n: list_artifacts(model_dir, n, "next_request") for n in names}
+    found = {n: list_artifacts(model_dir, n, NEXT_REQUEST) for n in names}
     trained = False
     if not any(found.values()):
         _train_tiny(model_dir, names, seed)
-        found = {n: list_artifacts(model_dir, n, "next_request") for n in names}
+        found = {n: list_artifacts(model_dir, n, NEXT_REQUEST) for n in names}
         trained = True
         if not any(found.values()):
             raise ConfigError(f"could not train models into {model_dir!r}; see the log above")
@@ -314,7 +315,7 @@ def _ensure_models(model_dir: str, names: list[str], seed: int) -> dict[str, Any
 def _train_tiny(model_dir: str, names: list[str], seed: int) -> None:
     import torch
 
-    from stream.commands._trace import load_from_args
+    from stream.cliutil import load_from_args
     from trainer.offline import train_models
     from trainer.presets import get_preset
 
@@ -375,7 +376,7 @@ def _produce(
 ) -> dict[str, Any]:
     """Replay ``events`` onto ``topic`` (at ``rate``), flushed; how many and how fast."""
     from stream.kafka_io import KafkaSink
-    from stream.replay import replay
+    from stream.trace_replay import replay
 
     sink = KafkaSink(kafka)
     started = time.monotonic()
@@ -413,7 +414,7 @@ class _Worker:
     def __init__(self, plan: dict[str, Any]) -> None:
         self.name = plan["mode"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.bench_stream_worker"],
+            [sys.executable, "-m", "stream.bench.throughput_worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

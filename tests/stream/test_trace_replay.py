@@ -10,7 +10,7 @@ import pytest
 
 from predictor.errors import ConfigError
 from predictor.events import RequestEvent, decode_event
-from stream.replay import replay
+from stream.trace_replay import replay
 from stream.transport import MemoryBroker, MemorySink
 
 
