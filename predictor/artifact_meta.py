@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import re
+import reprlib
 from itertools import pairwise
 from typing import Any, TypeGuard
 
@@ -54,9 +55,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def _bad(field: str, want: str, got: object) -> ModelLoadError:
-    shown = repr(got)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
+    shown = reprlib.repr(got)  # short and shallow, however deep ``got`` is nested
     return ModelLoadError(f"invalid meta.json: {field} must be {want}, got {shown}")
 
 
