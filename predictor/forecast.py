@@ -4,11 +4,16 @@
 its intervals (held-out validation coverage after training, replaced by rolling
 online coverage once the service has scored forecasts). A user can check it:
 over many forecasts, about ``confidence`` of actual values land inside.
+
+JSON has no NaN or Infinity: a number that is not finite (a model whose output
+overflows, say) is written as ``null``, so every message is strict JSON (the schemas
+allow ``null`` for each forecast value).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +22,22 @@ from typing import Any
 from predictor.tasks import NEXT_REQUEST
 
 #: JSON Schema of each message lives in ``stream/schemas/``.
+
+
+def finite_or_none(value: float | None) -> float | None:
+    """``value`` as a float, or ``None`` where it is missing or not finite (NaN, ±inf).
+
+    >>> finite_or_none(2), finite_or_none(float("nan")), finite_or_none(float("-inf"))
+    (2.0, None, None)
+    """
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _pair(values: tuple[float, float]) -> list[float | None]:
+    return [finite_or_none(values[0]), finite_or_none(values[1])]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,29 +66,30 @@ class NextRequestForecast:
         return self.event_timestamp_s + self.gap_s
 
     def to_dict(self) -> dict[str, Any]:
-        """The wire form (``stream/schemas/forecast.schema.json``)."""
-        ts = self.event_timestamp_s
+        """The wire form (``stream/schemas/forecast.schema.json``); numbers that are not
+        finite are ``None`` (``null``)."""
+        ts, gap = self.event_timestamp_s, self.gap_interval_s
         return {
             "kind": NEXT_REQUEST,
             "stream": self.stream,
             "model": self.model,
             "model_version": self.model_version,
             "source": {"partition": self.source_partition, "offset": self.source_offset},
-            "event_timestamp": ts,
-            "timestamp": ts + self.gap_s,
-            "gap_s": self.gap_s,
-            "request_tokens": self.request_tokens,
-            "response_tokens": self.response_tokens,
+            "event_timestamp": finite_or_none(ts),
+            "timestamp": finite_or_none(ts + self.gap_s),
+            "gap_s": finite_or_none(self.gap_s),
+            "request_tokens": finite_or_none(self.request_tokens),
+            "response_tokens": finite_or_none(self.response_tokens),
             "interval": {
-                "timestamp": [ts + self.gap_interval_s[0], ts + self.gap_interval_s[1]],
-                "gap_s": list(self.gap_interval_s),
-                "request_tokens": list(self.request_tokens_interval),
-                "response_tokens": list(self.response_tokens_interval),
+                "timestamp": _pair((ts + gap[0], ts + gap[1])),
+                "gap_s": _pair(gap),
+                "request_tokens": _pair(self.request_tokens_interval),
+                "response_tokens": _pair(self.response_tokens_interval),
             },
             "nominal_coverage": 0.8,
-            "confidence": self.confidence,
+            "confidence": finite_or_none(self.confidence),
             "warm": self.warm,
-            "produced_at": self.produced_at_s or time.time(),
+            "produced_at": finite_or_none(self.produced_at_s or time.time()),
         }
 
 
@@ -82,16 +104,45 @@ _VALUES_PART = (
     '"interval": {"timestamp": [%.6f, %.6f], "gap_s": [%.6g, %.6g], '
     '"request_tokens": [%.6g, %.6g], "response_tokens": [%.6g, %.6g]}, '
 )
-_BATCH_PART = '"nominal_coverage": 0.8, "confidence": %s, "warm": %s, "produced_at": %.6f}'
+_BATCH_PART = '"nominal_coverage": 0.8, "confidence": %s, "warm": %s, "produced_at": %s}'
+#: what ``%`` makes of numbers that are not finite; no key of the parts above contains these
+_NOT_FINITE = ("nan", "inf")
+
+
+def _number(fmt: str, value: float) -> str:
+    """``fmt % value``, or ``null`` where ``value`` is not finite."""
+    return fmt % value if math.isfinite(value) else "null"
+
+
+def _values_part(
+    ts: float, point: Sequence[float], lower: Sequence[float], upper: Sequence[float]
+) -> str:
+    """:data:`_VALUES_PART` with ``null`` for each value that is not finite (the slow path)."""
+    template = _VALUES_PART.replace("%.6f", "%s").replace("%.6g", "%s")
+    return template % (
+        _number("%.6f", ts + point[0]),
+        _number("%.6g", point[0]),
+        _number("%.6g", point[1]),
+        _number("%.6g", point[2]),
+        _number("%.6f", ts + lower[0]),
+        _number("%.6f", ts + upper[0]),
+        _number("%.6g", lower[0]),
+        _number("%.6g", upper[0]),
+        _number("%.6g", lower[1]),
+        _number("%.6g", upper[1]),
+        _number("%.6g", lower[2]),
+        _number("%.6g", upper[2]),
+    )
 
 
 class NextRequestEncoder:
     """The JSON bytes of many next-request forecasts of one model and batch, fast.
 
     ``encode`` gives the message :meth:`NextRequestForecast.to_dict` describes, rounded
-    as above; values must be finite (the caller sends others through ``to_dict``). The
-    serving loop formats each event's part once (:meth:`event_part`) for all its models
-    and calls :meth:`encode_part`.
+    as above, ``null`` for values that are not finite (found by one substring test of
+    the formatted part, so finite values cost nothing more). The serving loop formats
+    each event's part once (:meth:`event_part`) for all its models and calls
+    :meth:`encode_part`.
 
     >>> import json, math
     >>> enc = NextRequestEncoder("lstm", 3, 0.81, produced_at_s=5.0)
@@ -109,17 +160,20 @@ class NextRequestEncoder:
         self, model: str, version: int, confidence: float | None, produced_at_s: float
     ) -> None:
         self._model = f', "model": {json.dumps(model)}, "model_version": {int(version)}, '
-        conf = json.dumps(confidence)
+        conf = json.dumps(finite_or_none(confidence))
+        produced = _number("%.6f", produced_at_s)
         self._tails = (
-            _BATCH_PART % (conf, "false", produced_at_s),
-            _BATCH_PART % (conf, "true", produced_at_s),
+            _BATCH_PART % (conf, "false", produced),
+            _BATCH_PART % (conf, "true", produced),
         )
         self._heads: dict[str, str] = {}  # per stream: everything before the event's part
 
     @staticmethod
     def event_part(partition: int, offset: int, event_timestamp_s: float) -> str:
         """The part of a forecast message every model's forecast of one event shares."""
-        return _EVENT_PART % (partition, offset, event_timestamp_s)
+        if math.isfinite(event_timestamp_s):
+            return _EVENT_PART % (partition, offset, event_timestamp_s)
+        return _EVENT_PART.replace("%.6f", "null") % (partition, offset)
 
     def encode(
         self,
@@ -166,4 +220,6 @@ class NextRequestEncoder:
             lower[2],
             upper[2],
         )
+        if _NOT_FINITE[0] in values or _NOT_FINITE[1] in values:
+            values = _values_part(ts, point, lower, upper)
         return (head + event_part + values + self._tails[1 if warm else 0]).encode()

@@ -23,6 +23,7 @@ import numpy as np
 from predictor.calibration import PRIME_BINS, calibrate_online, load_conformal, widen_interval
 from predictor.events import RequestEvent
 from predictor.features import pad_window
+from predictor.forecast import finite_or_none
 from predictor.load import LOAD_QUANTITIES, LoadBins
 from predictor.models.base import Forecaster, Prediction
 from predictor.scoring import LOAD_BEST_MIN_COUNT, LOAD_BEST_SIZE, RollingScores, score_key
@@ -324,9 +325,11 @@ class LoadForecasting:
         horizons: list[dict[str, Any]] = []
         for h, m in sorted(made.items()):
             entry: dict[str, Any] = {"horizon_bins": h, "bin_start": (k + h) * bin_s}
-            entry.update({q: float(m.point[c]) for c, q in enumerate(LOAD_QUANTITIES)})
+            # JSON has no NaN: a value that is not finite is null (forecast.schema.json)
+            entry.update({q: finite_or_none(m.point[c]) for c, q in enumerate(LOAD_QUANTITIES)})
             entry["interval"] = {
-                q: [float(m.lower[c]), float(m.upper[c])] for c, q in enumerate(LOAD_QUANTITIES)
+                q: [finite_or_none(m.lower[c]), finite_or_none(m.upper[c])]
+                for c, q in enumerate(LOAD_QUANTITIES)
             }
             horizons.append(entry)
         body = {
@@ -340,7 +343,7 @@ class LoadForecasting:
             "last_closed_bin_start": k * bin_s,
             "horizons": horizons,
             "nominal_coverage": 0.8,
-            "confidence": confidence,
+            "confidence": finite_or_none(confidence),
             "warm": warm,
             "produced_at": now,
         }

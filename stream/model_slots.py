@@ -4,6 +4,8 @@ installing newer versions, and reporting which version serves."""
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +18,25 @@ from stream.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
+#: per service (its metrics), the artifact directories already rejected
+_rejected: weakref.WeakKeyDictionary[Metrics, set[str]] = weakref.WeakKeyDictionary()
+_rejected_lock = threading.Lock()
+
+
+def reject_artifact(
+    metrics: Metrics, model: str, path: Path, why: str, logger: logging.Logger = log
+) -> bool:
+    """Count and log (to ``logger``) an unusable artifact directory, once per service however
+    many times start-up and the model-dir watchers come across it; False if it was already."""
+    with _rejected_lock:
+        seen = _rejected.setdefault(metrics, set())
+        if str(path) in seen:
+            return False
+        seen.add(str(path))
+    metrics.swaps.labels(model, "rejected", "load_error").inc()
+    logger.error("rejected model %s: %s", path.name, why)
+    return True
+
 
 def read_slots(
     model_dir: str | Path,
@@ -24,12 +45,17 @@ def read_slots(
     device: str = "cpu",
     task: str = NEXT_REQUEST,
 ) -> dict[str, ModelSlot[Forecaster]]:
-    """One slot per model, filled with the newest loadable artifact of ``task`` where there is one."""
+    """One slot per model, filled with the newest loadable artifact of ``task`` where there is
+    one; unusable ones (a bad ``meta.json``, corrupt weights) are rejected on the way."""
     slots: dict[str, ModelSlot[Forecaster]] = {}
     for name in models:
         slot: ModelSlot[Forecaster] = ModelSlot(name)
+
+        def invalid(path: Path, named: str | None, why: str, name: str = name) -> None:
+            reject_artifact(metrics, name if named == name else "unknown", path, why)
+
         try:
-            fc, meta = load_latest(model_dir, name, task=task, device=device)
+            fc, meta = load_latest(model_dir, name, task=task, device=device, on_invalid=invalid)
         except ModelLoadError as exc:
             (log.warning if task == NEXT_REQUEST else log.info)("%s (%s): %s", name, task, exc)
         else:

@@ -6,6 +6,13 @@ to a temporary directory and load it exactly like a file artifact (checksum,
 ``weights_only=True``), so a message can never run code. A model is installed
 only if its version is newer than the serving one; anything that fails to load
 is rejected, counted and logged, and the old model keeps serving.
+
+A message is at most :data:`MAX_MODEL_MESSAGE_BYTES` (checked before it is parsed);
+its metadata must pass :func:`~predictor.artifacts.validate_meta` (finite numbers, a
+positive integer version, an architecture of bounded size: checked before any module
+is built). Whatever a message holds, :func:`parse_message` and :func:`load_message`
+raise nothing but :class:`~predictor.errors.ModelLoadError`, and the follower goes on
+with the next message.
 """
 
 from __future__ import annotations
@@ -16,18 +23,32 @@ import logging
 import tempfile
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from predictor.artifacts import META, WEIGHTS, ArtifactInfo, list_artifacts, load_artifact
+from predictor.artifact_meta import MAX_META_BYTES, MAX_WEIGHTS_BYTES, artifact_header
+from predictor.artifacts import (
+    META,
+    WEIGHTS,
+    ArtifactInfo,
+    list_artifacts,
+    load_artifact,
+    validate_meta,
+)
 from predictor.errors import ModelLoadError
 from predictor.models.base import Forecaster
+from predictor.models.neural import NeuralForecaster
 from predictor.slot import ModelSlot
 from stream.metrics import Metrics
-from stream.model_slots import install
+from stream.model_slots import install, reject_artifact
 from stream.transport import Sink
 
 log = logging.getLogger(__name__)
+
+#: the largest model-topic message read: the largest weights file in base64, the largest
+#: metadata, and the envelope; a longer one is rejected before it is parsed
+MAX_MODEL_MESSAGE_BYTES = 4 * (MAX_WEIGHTS_BYTES // 3 + 1) + MAX_META_BYTES + 1024
 
 
 def encode_artifact(info: ArtifactInfo) -> bytes:
@@ -55,16 +76,77 @@ def reject(metrics: Metrics, model: str, reason: str, what: str, error: object) 
     log.error("rejected model %s: %s", what, error)
 
 
+@dataclass(frozen=True)
+class ModelMessage:
+    """A parsed model-topic message: its header checked, the rest not yet."""
+
+    model: str
+    version: int
+    task: str
+    meta: dict[str, Any]
+    weights: bytes
+
+
+def parse_message(value: bytes) -> ModelMessage:
+    """The header (model, version, task), metadata and weights of a model-topic message;
+    :class:`ModelLoadError` for anything else, however malformed."""
+    if len(value) > MAX_MODEL_MESSAGE_BYTES:
+        raise ModelLoadError(
+            f"message of {len(value)} bytes is larger than {MAX_MODEL_MESSAGE_BYTES}"
+        )
+    try:
+        body = json.loads(value)
+    except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, nested too deep
+        raise ModelLoadError(f"not JSON ({type(exc).__name__})") from exc
+    if not isinstance(body, dict):
+        raise ModelLoadError("not a JSON object")
+    meta, encoded = body.get("meta"), body.get("weights_b64")
+    if not isinstance(meta, dict):
+        raise ModelLoadError("no 'meta' object")
+    if not isinstance(encoded, str):
+        raise ModelLoadError("no 'weights_b64' string")
+    model, version, task = artifact_header(meta)
+    try:
+        weights = base64.b64decode(encoded, validate=True)
+    except ValueError as exc:  # binascii.Error, or a non-ASCII character
+        raise ModelLoadError(f"weights_b64 is not base64 ({exc})") from exc
+    return ModelMessage(model, version, task, meta, weights)
+
+
+def load_message(
+    message: ModelMessage, device: str = "cpu"
+) -> tuple[NeuralForecaster, dict[str, Any]]:
+    """Load a parsed message exactly like an artifact directory (through a temporary copy);
+    :class:`ModelLoadError` if it does not load."""
+    validate_meta(message.meta)  # before anything is written, let alone built
+    try:
+        with tempfile.TemporaryDirectory(prefix="reqcast-model-") as tmp:
+            # a fixed name: the message's own name must not pick the path (``../x``, ``a/b``)
+            path = Path(tmp) / "artifact"
+            path.mkdir()
+            (path / WEIGHTS).write_bytes(message.weights)
+            (path / META).write_text(json.dumps(message.meta))
+            return load_artifact(path, device=device)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot write a temporary copy ({exc})") from exc
+
+
+def _describe(meta: dict[str, Any]) -> str:
+    """The message's artifact name for a log line, if it is a plain short one."""
+    name = meta.get("name")
+    ok = isinstance(name, str) and 0 < len(name) <= 255 and name.isprintable()
+    return f"{name if ok else 'message'} from the model topic"
+
+
 def install_message(
     value: bytes, slots: dict[str, ModelSlot[Forecaster]], metrics: Metrics, device: str = "cpu"
 ) -> bool:
-    """Load one model-topic message and install it if newer; False if not installed."""
+    """Load one model-topic message and install it if newer; False if not installed. A bad
+    message is rejected, counted (as its model's when that is served here, else as
+    ``unknown``) and logged once; nothing it holds makes this raise."""
     try:
-        body = json.loads(value)
-        meta: dict[str, Any] = body["meta"]
-        model, version = str(meta["model"]), int(meta["version"])
-        weights = base64.b64decode(body["weights_b64"], validate=True)
-    except (ValueError, KeyError, TypeError) as exc:
+        message = parse_message(value)
+    except ModelLoadError as exc:
         reject(
             metrics,
             "unknown",
@@ -73,22 +155,17 @@ def install_message(
             f"malformed message ({exc})",
         )
         return False
+    model, meta = message.model, message.meta
     slot = slots.get(model)
-    if meta.get("task", "next_request") != "next_request":
+    if message.task != "next_request":
         return False  # load models are trained and shipped offline
-    if slot is None or version <= slot.version:
+    if slot is None or message.version <= slot.version:
         return False  # not served here, or not newer: replays of the compacted topic land here
-    with tempfile.TemporaryDirectory(prefix="reqcast-model-") as tmp:
-        # a fixed name: the message's own name must not pick the path (``../x``, ``a/b``)
-        path = Path(tmp) / "artifact"
-        path.mkdir()
-        (path / WEIGHTS).write_bytes(weights)
-        (path / META).write_text(json.dumps(meta))
-        try:
-            fc, meta = load_artifact(path, device=device)
-        except ModelLoadError as exc:
-            reject(metrics, model, "load_error", f"{meta.get('name')} from the model topic", exc)
-            return False
+    try:
+        fc, meta = load_message(message, device)
+    except ModelLoadError as exc:
+        reject(metrics, model, "load_error", _describe(meta), exc)
+        return False
     if install(slot, fc, meta, metrics, reason="model topic"):
         metrics.swaps.labels(model, "accepted", "model_topic").inc()
         return True
@@ -145,15 +222,26 @@ class ModelTopicFollower:
                     consumer.seek_to_beginning(*tps)
                 for msgs in consumer.poll(timeout_ms=500).values():
                     for m in msgs:
-                        if m.value and install_message(
-                            m.value, self.slots, self.metrics, self.device
-                        ):
-                            self.installed += 1
+                        self._handle(m.value)
             except KafkaError as exc:
                 log.warning("model topic %s: %s; retrying", self.topic, exc)
                 self._stop.wait(2.0)
+            except Exception:  # the follower outlives anything; its models keep serving
+                log.exception("model topic %s: unexpected error; retrying", self.topic)
+                self._stop.wait(2.0)
         if consumer is not None:
             consumer.close()
+
+    def _handle(self, value: bytes | None) -> None:
+        """One message: installed, ignored or rejected, never a reason to stop following."""
+        if not value:
+            return
+        try:
+            if install_message(value, self.slots, self.metrics, self.device):
+                self.installed += 1
+        except Exception as exc:  # a bug, not the message: still count it and go on
+            log.exception("model topic %s: message not handled", self.topic)
+            reject(self.metrics, "unknown", "load_error", "message from the model topic", exc)
 
 
 #: why an artifact cannot serve here (None: it can), checked before it is installed
@@ -190,13 +278,21 @@ class ModelDirWatcher:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.check()
+            try:
+                self.check()
+            except Exception:  # the watcher outlives anything; its models keep serving
+                log.exception("model dir %s: check failed; trying again", self.model_dir)
 
     def check(self) -> int:
         """Install any newer loadable version now; returns how many were installed."""
         installed = 0
         for name, slot in self.slots.items():
-            for info in reversed(list_artifacts(self.model_dir, name, task=self.task)):
+
+            def invalid(path: Path, named: str | None, why: str, name: str = name) -> None:
+                reject_artifact(self.metrics, name if named == name else "unknown", path, why, log)
+
+            found = list_artifacts(self.model_dir, name, task=self.task, on_invalid=invalid)
+            for info in reversed(found):
                 if info.version <= slot.version:
                     break
                 if str(info.path) in self._rejected:
@@ -205,7 +301,7 @@ class ModelDirWatcher:
                     fc, meta = load_artifact(info.path, device=self.device)
                 except ModelLoadError as exc:
                     self._rejected.add(str(info.path))
-                    reject(self.metrics, name, "load_error", info.path.name, exc)
+                    reject_artifact(self.metrics, name, info.path, str(exc), log)
                     continue
                 why = self.compatible(meta, fc) if self.compatible is not None else None
                 if why is not None:

@@ -275,6 +275,28 @@ def _param(spec: NeuralSpec, name: str) -> Any:
     return spec.params.get(name, _IMPLIED_PARAMS[spec.arch][name])
 
 
+def parameter_count(spec: NeuralSpec) -> int:
+    """Values in the state dict of :func:`build_module`'s network for ``spec`` (parameters and
+    buffers), computed from the spec alone: what loading it would allocate, known before
+    anything is built (a spec from a file or a message must not decide memory unchecked)."""
+    h, c, q = spec.horizon, spec.channels, len(spec.quantiles)
+    if spec.arch == "dlinear":
+        out = h * q
+        heads = c if bool(_param(spec, "individual")) else 1
+        net = heads * 2 * (spec.seq_len * out + out)  # a seasonal and a trend head each
+    elif spec.arch == "lstm":
+        hidden, layers = int(_param(spec, "hidden_size")), int(_param(spec, "num_layers"))
+        out = h * c * q
+        # per layer: input and hidden weights of the four gates, and two biases
+        lstm = 4 * hidden * (c + hidden + 2) + (layers - 1) * 4 * hidden * (2 * hidden + 2)
+        net = lstm + (hidden + 1) * out + (c + 1) * out  # the head and the skip path
+    else:
+        raise ConfigError(f"unknown model {spec.arch!r}; choose from {', '.join(ARCHITECTURES)}")
+    mix = c if spec.params.get("level_mix") else 0
+    raw = 2 * c if mix and str(spec.params.get("level_mean", "log")) == "raw" else 0
+    return ensemble_size(spec) * (net + mix + raw)
+
+
 def _build_net(spec: NeuralSpec) -> nn.Module:
     q = len(spec.quantiles)
     if spec.arch == "dlinear":

@@ -440,3 +440,61 @@ def test_trainer_publishes_an_accepted_version(
     meta = json.loads(records[0].value)["meta"]
     assert meta["preset"] == "refit" and meta["guard"]["reason"] == "no_champion"
     assert meta["spec"]["seq_len"] == 16
+
+
+def _hostile(info: ArtifactInfo, version: int) -> list[tuple[bytes | None, bytes]]:
+    """Model-topic messages that once stopped the follower or slipped through: an
+    ``Infinity`` version, deep nesting, a NaN scaler, a spec of 16,000 hidden units."""
+    body = json.loads(encode_artifact(info))
+    meta = {**body["meta"], "version": version}
+
+    def with_meta(**changes: Any) -> bytes:
+        return json.dumps({**body, "meta": {**meta, **changes}}).encode()
+
+    spec = {**meta["spec"], "params": {"hidden_size": 16000, "num_layers": 1}}
+    return [
+        (b"lstm", with_meta(version=float("inf"))),
+        (b"lstm", b'{"meta": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"),
+        (b"lstm", with_meta(scaler={"mean": [float("nan")] * 3, "std": [1.0] * 3})),
+        (b"lstm", with_meta(spec=spec)),
+    ]
+
+
+def test_hostile_models_are_rejected_and_serving_goes_on(
+    kafka_config: KafkaConfig, topic_name: str, versions: Any, spawn: Callable[..., Proc]
+) -> None:
+    """A bad meta.json in the model dir and bad messages on the model topic: serve starts,
+    rejects each once, installs the next good version, and so does an instance that reads
+    the topic from the beginning later (issue 13, items 4 to 6)."""
+    import shutil
+
+    t = topic_name
+    _topics(kafka_config, t)
+    serving: Path = versions.serving_dir
+    good = next(p for p in serving.iterdir() if "_lstm_" in p.name)
+    bad = serving / "test_lstm_20990101_000000"
+    shutil.copytree(good, bad)
+    text = (bad / "meta.json").read_text().replace('"version": 1', '"version": Infinity')
+    (bad / "meta.json").write_text(text)
+    serve = _serve(spawn, "a", kafka_config, t, serving)
+    samples = serve.wait_metrics(_at({"lstm": 1, "dlinear": 1}), 30, "version 1 serving")
+    assert _swaps(samples, "lstm", "rejected", "load_error") == 1  # the bad meta.json
+    assert f"rejected model {bad.name}: " in serve.log()
+
+    _send(kafka_config, f"{t}.models", _hostile(versions("lstm", 2), 9))
+    _publish(kafka_config, f"{t}.models", versions("lstm", 3))  # behind the bad ones
+    samples = serve.wait_metrics(_at({"lstm": 3}), 30, "lstm version 3 after the bad messages")
+    assert _swaps(samples, "unknown", "rejected", "load_error") == 2  # Infinity, nesting
+    assert _swaps(samples, "lstm", "rejected", "load_error") == 1 + 2  # NaN scaler, 16,000
+    assert "version must be an integer" in serve.log()
+    assert "hidden_size must be an integer in [1, 4096], got 16000" in serve.log()
+    assert "Traceback" not in serve.log()
+
+    late = _serve(spawn, "late", kafka_config, t, serving)
+    samples = late.wait_metrics(_at({"lstm": 3, "dlinear": 1}), 30, "the late instance at 3")
+    assert "Traceback" not in late.log()
+    events = _events(30, seed=24)
+    _send(kafka_config, f"{t}.in", [encode(e) for e in events])
+    out = _read_topic(kafka_config, f"{t}.out", _per_model(2 * len(events)), 30)
+    for f in _model_forecasts(out):
+        assert f["model_version"] == (3 if f["model"] == "lstm" else 1)

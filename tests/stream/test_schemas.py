@@ -199,7 +199,8 @@ def test_non_finite_forecasts_still_get_a_message() -> None:
     )
     service.run(threading.Event(), max_events=5)
     values = [r.value for r in broker.records("out")]
-    assert len(values) == 5 and all(b"NaN" in v for v in values)
+    # strict JSON (issue 13): the values that are not finite are null, never NaN
+    assert len(values) == 5 and all(b"null" in v and b"NaN" not in v for v in values)
     fine = NextRequestEncoder("dlinear", 1, None, 0.0).encode(
         "ChatGPT", 0.0, 0, 0, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (2.0, 2.0, 2.0), True
     )
