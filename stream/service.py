@@ -48,6 +48,13 @@ Message = tuple[str, bytes | None, bytes]
 _encode_json = json.JSONEncoder(check_circular=False).encode
 
 
+#: bytes of an invalid message's value kept in its dead letter (``raw``); the letter also
+#: carries the full size (``raw_bytes``) so that it stays far below a broker's
+#: ``message.max.bytes`` (1 MB by default) whatever was sent
+MAX_DEAD_LETTER_RAW_BYTES = 64 * 1024
+#: characters of an error's detail kept in its dead letter
+MAX_DEAD_LETTER_DETAIL_CHARS = 1024
+
 #: young-generation threshold of the garbage collector while serving (Python's is 700)
 GC_GEN0_THRESHOLD = 50_000
 
@@ -185,12 +192,12 @@ class ForecastService:
             metrics,
         )
         self.history = history
-        self.windows = RollingWindows(config.window_capacity)
+        self.windows = self._new_windows()
         self.scores = RollingScores()
         self.conformal = OnlineConformal()
         self.stats = ServeStats()
-        #: last forecast per (stream, model), waiting for the stream's next event to score it
-        self._pending: dict[tuple[str, str], tuple[np.ndarray, ...]] = {}
+        #: last forecast per stream and model, waiting for the stream's next event to score it
+        self._pending: dict[str, dict[str, tuple[np.ndarray, ...]]] = {}
         self._assigned: list[int] | None = None
         #: seconds per window of each model's predict, a moving average (see _forecast)
         self._cost: dict[str, float] = {}
@@ -208,8 +215,9 @@ class ForecastService:
     # -- rebalance ---------------------------------------------------------------------------
     def on_assign(self, partitions: list[int]) -> None:
         """Reset windows and rebuild them from the recent history of the partitions now owned."""
-        self.windows = RollingWindows(self.config.window_capacity)
+        self.windows = self._new_windows()
         self._pending.clear()
+        self.metrics.forecast_streams.clear()
         self._assigned = list(partitions)
         if not self.history or not partitions:
             return
@@ -235,6 +243,14 @@ class ForecastService:
             len(events),
             partitions,
         )
+
+    def _new_windows(self) -> RollingWindows:
+        return RollingWindows(self.config.window_capacity, on_evict=self._forget)
+
+    def _forget(self, stream: str) -> None:
+        """Drop what is kept for ``stream`` besides its window (evicted: least recently seen)."""
+        self._pending.pop(stream, None)
+        self.metrics.forecast_streams.remove(stream)
 
     def _recent(self, events: list[RequestEvent]) -> list[RequestEvent]:
         """The last ``window_capacity`` of ``events`` per stream, in order (the windows keep
@@ -293,11 +309,14 @@ class ForecastService:
 
     def _dead_letter(self, rec: Record, exc: InvalidEvent) -> Message:
         self.metrics.invalid.labels(exc.reason).inc()
+        kept = rec.value[:MAX_DEAD_LETTER_RAW_BYTES]
         body = {
             "error": exc.reason,
-            "detail": exc.detail,
-            "raw": rec.value.decode("utf-8", errors="replace"),
+            "detail": exc.detail[:MAX_DEAD_LETTER_DETAIL_CHARS],
+            "raw": kept.decode("utf-8", errors="replace"),
             "source": {"partition": rec.partition, "offset": rec.offset},
+            "raw_bytes": len(rec.value),
+            "raw_truncated": len(kept) < len(rec.value),
         }
         return (self.config.dead_letter_topic, rec.key, json.dumps(body).encode())
 
@@ -435,13 +454,14 @@ class ForecastService:
     def _score(self, stream: str, model: str, actual: np.ndarray, out: _Output) -> None:
         """Score the forecasts whose target (the stream's next event) is in this batch."""
         rows = [out.point, out.lower, out.upper, out.raw_lower, out.raw_upper]
-        prev = self._pending.get((stream, model))
+        pending = self._pending.setdefault(stream, {})
+        prev = pending.get(model)
         if prev is not None:
             rows = [np.concatenate([p[None], r]) for p, r in zip(prev, rows, strict=True)]
             targets = actual
         else:
             targets = actual[1:]
-        self._pending[(stream, model)] = tuple(r[-1] for r in rows)
+        pending[model] = tuple(r[-1] for r in rows)
         n = len(targets)
         if n == 0:
             return
@@ -456,14 +476,14 @@ class ForecastService:
     def _export_latest(
         self, stream: str, model: str, ts: float, point: np.ndarray, lo: np.ndarray, hi: np.ndarray
     ) -> None:
-        g = self.metrics.forecast_value
+        g = self.metrics.forecast_streams
         for c, q in enumerate(QUANTITIES):
-            g.labels(stream, model, q, "point").set(point[c])
-            g.labels(stream, model, q, "lower").set(lo[c])
-            g.labels(stream, model, q, "upper").set(hi[c])
-        g.labels(stream, model, "timestamp", "point").set(ts + point[0])
-        g.labels(stream, model, "timestamp", "lower").set(ts + lo[0])
-        g.labels(stream, model, "timestamp", "upper").set(ts + hi[0])
+            g.set((stream, model, q, "point"), point[c])
+            g.set((stream, model, q, "lower"), lo[c])
+            g.set((stream, model, q, "upper"), hi[c])
+        g.set((stream, model, "timestamp", "point"), ts + point[0])
+        g.set((stream, model, "timestamp", "lower"), ts + lo[0])
+        g.set((stream, model, "timestamp", "upper"), ts + hi[0])
 
     def export_scores(self) -> None:
         """Push rolling online error and coverage to the gauges (and run the other exporters)."""
