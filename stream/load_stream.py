@@ -181,7 +181,8 @@ class LoadForecasting:
             pending = self._pending.get(stream, {})
             for skipped in [kk for kk in pending if kk <= k]:  # bins past max_gap_bins
                 del pending[skipped]
-            self._export_actual(stream, closed[-1][1])
+            if self.bins.open_bin(stream) is not None:
+                self._export_actual(stream, closed[-1][1])
             out.extend(self._forecast(stream, k, rec, {n: p[i] for n, p in preds.items()}, now))
         self._export_latest()
         return out
@@ -285,11 +286,12 @@ class LoadForecasting:
                 )
             )
             per_model["best"] = best
-        pending = self._pending.setdefault(stream, {})
-        for made in per_model.values():
-            for h, m in made.items():
-                pending.setdefault(k + h, []).append(m)
-        self._latest[stream] = per_model
+        if self.bins.open_bin(stream) is not None:  # else evicted by a later stream: forget it
+            pending = self._pending.setdefault(stream, {})
+            for made in per_model.values():
+                for h, m in made.items():
+                    pending.setdefault(k + h, []).append(m)
+            self._latest[stream] = per_model
         self.published += len(messages)
         for name in per_model:
             self.metrics.forecasts.labels(name, "load").inc()

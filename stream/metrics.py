@@ -255,9 +255,7 @@ class Metrics:
             self.forecast_value, limit, dropped("reqcast_forecast_next_request")
         )
         self.load_streams = StreamGauge(self.load_value, limit, dropped("reqcast_forecast_load"))
-        self.actual_streams = StreamGauge(
-            self.actual_value, limit, dropped("reqcast_actual_load")
-        )
+        self.actual_streams = StreamGauge(self.actual_value, limit, dropped("reqcast_actual_load"))
 
     def forget_stream(self, stream: str) -> None:
         """Remove every per-stream series of ``stream`` (its state was dropped)."""

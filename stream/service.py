@@ -36,6 +36,7 @@ from predictor.models.base import Forecaster
 from predictor.scoring import RollingScores
 from predictor.slot import ModelSlot
 from predictor.window import RollingWindows
+from stream.broker_health import BrokerHealth
 from stream.metrics import Metrics
 from stream.transport import Record, Sink, Source
 
@@ -196,6 +197,9 @@ class ForecastService:
         self.scores = RollingScores()
         self.conformal = OnlineConformal()
         self.stats = ServeStats()
+        #: reqcast_broker_up; give it the source's connection state and start() its watcher
+        #: to follow outages while idle (``reqcast serve`` does)
+        self.health = BrokerHealth(metrics.broker_up)
         #: last forecast per stream and model, waiting for the stream's next event to score it
         self._pending: dict[str, dict[str, tuple[np.ndarray, ...]]] = {}
         self._assigned: list[int] | None = None
@@ -444,6 +448,8 @@ class ForecastService:
         self.metrics.forecasts.labels(name, "next_request").inc(len(order))
         self.stats.forecasts[name] = self.stats.forecasts.get(name, 0) + len(order)
         for k, stream in enumerate(streams):
+            if stream not in self.windows:  # evicted by a later stream of this batch
+                continue
             j = bounds[k + 1] - 1  # the stream's newest forecast
             ev = batch.valid[order[j]][0]
             self._export_latest(
@@ -454,14 +460,14 @@ class ForecastService:
     def _score(self, stream: str, model: str, actual: np.ndarray, out: _Output) -> None:
         """Score the forecasts whose target (the stream's next event) is in this batch."""
         rows = [out.point, out.lower, out.upper, out.raw_lower, out.raw_upper]
-        pending = self._pending.setdefault(stream, {})
-        prev = pending.get(model)
+        prev = self._pending.get(stream, {}).get(model)
         if prev is not None:
             rows = [np.concatenate([p[None], r]) for p, r in zip(prev, rows, strict=True)]
             targets = actual
         else:
             targets = actual[1:]
-        pending[model] = tuple(r[-1] for r in rows)
+        if stream in self.windows:  # else a later stream of the batch evicted it: keep nothing
+            self._pending.setdefault(stream, {})[model] = tuple(r[-1] for r in rows)
         n = len(targets)
         if n == 0:
             return
@@ -503,10 +509,10 @@ class ForecastService:
         while True:
             try:
                 action()
-                self.metrics.broker_up.set(1)
+                self.health.ok(what)
                 return True
             except BrokerError as exc:
-                self.metrics.broker_up.set(0)
+                self.health.failed(what)
                 self.metrics.broker_errors.labels(what).inc()
                 log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
                 if stop.wait(delay):
@@ -529,9 +535,10 @@ class ForecastService:
         """Poll, process, deliver and commit one micro-batch; returns the events handled."""
         try:
             records = self.source.poll(self.config.batch_max, self.config.poll_timeout_s)
-            self.metrics.broker_up.set(1)
+            # a failed commit is not retried: this poll rejoins the group if need be
+            self.health.ok("poll", "commit")
         except BrokerError as exc:
-            self.metrics.broker_up.set(0)
+            self.health.failed("poll")
             self.metrics.broker_errors.labels("poll").inc()
             log.warning("poll failed: %s", exc)
             stop.wait(self.config.retry_backoff_s)
@@ -560,7 +567,7 @@ class ForecastService:
         try:
             self.source.commit(offsets)
         except BrokerError as exc:
-            self.metrics.broker_up.set(0)
+            self.health.failed("commit")
             self.metrics.broker_errors.labels("commit").inc()
             log.warning("commit failed, this batch may be delivered again: %s", exc)
 

@@ -26,10 +26,11 @@ from stream.commands.serve import (
     add_service_flags,
     attach_load,
     service_config,
+    service_metrics,
     start_model_workers,
     stop_on_signals,
 )
-from stream.metrics import Metrics, serve_metrics
+from stream.metrics import serve_metrics
 from stream.replay import replay
 from stream.sinks import JsonlSink, TeeSink
 from stream.status import StatusPrinter, load_table, summary_table
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     df, _, source_name = load_from_args(args, synth_rows=total_rows, synth_seed=args.seed)
     replayed = df.tail(args.events) if args.events else df
     head = df.iloc[: len(df) - len(replayed)].tail(args.train_rows)
-    metrics = Metrics()
+    metrics = service_metrics(args)
     slots = load_slots(args.model_dir, args.models, metrics, device=args.device)
     if not have_models(slots):
         if len(head) == 0:
@@ -162,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         slots = load_slots(args.model_dir, args.models, metrics, device=args.device)
     if not args.no_load and not list_artifacts(args.model_dir, task="load"):
         _first_load_models(args, head if len(head) else df.head(min(len(df) // 2, args.train_rows)))
-    serve_metrics(args.metrics_port, metrics.registry)
+    serve_metrics(args.metrics_port, metrics.registry, args.metrics_host)
     out = Path(args.output)
     dlq_file = out.with_name(out.stem + ".dlq.jsonl")
     out.unlink(missing_ok=True)

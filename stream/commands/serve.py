@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from predictor.errors import ConfigError
 from stream.cliutil import add_flag, check_torch_threads, set_torch_threads
 from stream.commands._refit import add_refit_flags, refit_config
-from stream.metrics import Metrics, serve_metrics
+from stream.metrics import MAX_EXPORTED_STREAMS, METRICS_HOST, Metrics, serve_metrics
 from stream.service import ServeConfig
 from stream.transport import Record, Sink, Source
 
@@ -80,6 +80,21 @@ def add_service_flags(p: argparse.ArgumentParser) -> None:
         help="one rolling window per model field, or one for all",
     )
     add_flag(p, "--metrics-port", type=int, default=9464, help="port of /metrics (0: off)")
+    add_flag(
+        p,
+        "--metrics-host",
+        default=METRICS_HOST,
+        help="address /metrics listens on (the default, every interface, suits a container; "
+        "127.0.0.1 keeps it to the host)",
+    )
+    add_flag(
+        p,
+        "--metrics-max-streams",
+        type=int,
+        default=MAX_EXPORTED_STREAMS,
+        help="streams each per-stream gauge exports at most, first come first served (the "
+        "rest are counted in reqcast_stream_series_dropped_total)",
+    )
     add_flag(p, "--batch-max", type=int, default=500, help="most events per micro-batch")
     add_flag(
         p,
@@ -133,6 +148,15 @@ def service_config(args: argparse.Namespace) -> ServeConfig:
         publish_best=not args.no_best,
         history_records=getattr(args, "history_records", 0),  # serve only
     )
+
+
+def service_metrics(args: argparse.Namespace) -> Metrics:
+    """The metrics of ``serve`` and ``run``, as ``--metrics-max-streams`` bounds them."""
+    if args.metrics_max_streams < 0:
+        raise ConfigError(
+            f"--metrics-max-streams must be 0 or more, got {args.metrics_max_streams}"
+        )
+    return Metrics(max_exported_streams=args.metrics_max_streams)
 
 
 def stop_on_signals(stop: threading.Event) -> None:
@@ -246,6 +270,7 @@ def kafka_service(
 
     polled = wrap_source(source) if wrap_source is not None else source
     service = ForecastService(config, polled, sink, slots, metrics, history=history)
+    service.health.connected = source.connected
     holder["service"] = service
     return service, source
 
@@ -260,7 +285,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = service_config(args)
     kafka = KafkaConfig.from_args(args)
-    metrics = Metrics()
+    metrics = service_metrics(args)
     slots = load_slots(args.model_dir, args.models, metrics, device=resolve_device(args.device))
     if not have_models(slots):
         raise ConfigError(
@@ -270,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
         )
     wait_for_broker(kafka, timeout_s=30)
     ensure_topics(kafka, {config.output_topic: 1, config.dead_letter_topic: 1})
-    serve_metrics(args.metrics_port, metrics.registry)
+    serve_metrics(args.metrics_port, metrics.registry, args.metrics_host)
     stop = threading.Event()
     stop_on_signals(stop)
     sink = BatchKafkaSink(kafka, compression=args.compression)
@@ -294,11 +319,13 @@ def run(args: argparse.Namespace) -> int:
         args.group_id,
         {n: s.version for n, s in slots.items()},
     )
+    service.health.start()
     try:
         set_torch_threads(args.torch_threads)
         tune_gc()
         stats = service.run(stop, max_events=args.max_events)
     finally:
+        service.health.stop()
         for w in workers:
             w.stop()
         source.close()
