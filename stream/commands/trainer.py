@@ -15,6 +15,7 @@ import threading
 
 from predictor.errors import InvalidEvent
 from predictor.events import RequestEvent, decode_event
+from stream.broker_health import BrokerHealth
 from stream.cliutil import add_flag
 from stream.commands._refit import add_refit_flags, refit_config
 from stream.commands.serve import stop_on_signals
@@ -117,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
     )
     stop = threading.Event()
     stop_on_signals(stop)
+    health = BrokerHealth(metrics.broker_up, connected=source.connected)
+    health.start()
     worker.start()
     log.info(
         "trainer on %s: refit every %s events / %s s; publishing to %s",
@@ -139,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
             ):
                 break
     finally:
+        health.stop()
         worker.stop()
         source.close()
     for d in worker.decisions:
