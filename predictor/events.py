@@ -11,6 +11,7 @@ predictor.errors.InvalidEvent: negative_tokens: request_tokens=-1
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -42,6 +43,32 @@ INVALID_REASONS = (
     "undecodable",
 )
 
+#: Longest stream key used as it is. A longer ``model`` value (or one that is not valid
+#: UTF-8) becomes a prefix, ``~`` and a hash: distinct keys stay distinct while a
+#: Prometheus label, Kafka key or forecast field made from it stays small.
+MAX_STREAM_KEY_CHARS = 128
+
+
+def bounded_key(name: str, limit: int = MAX_STREAM_KEY_CHARS) -> str:
+    """``name`` if it is at most ``limit`` characters of valid UTF-8; else its first
+    ``limit - 17`` characters (lone surrogates as ``?``), ``~`` and 16 hex digits of its
+    SHA-256.
+
+    >>> bounded_key("gpt-4o")
+    'gpt-4o'
+    >>> key = bounded_key("m" * 1000); len(key), key[-17]
+    (128, '~')
+    >>> bounded_key("m" * 1000) != bounded_key("m" * 999)
+    True
+    """
+    if len(name) <= limit and name.isascii():
+        return name
+    text = name.encode("utf-8", "replace").decode("utf-8")  # a lone surrogate becomes '?'
+    if len(name) <= limit and text == name:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{text[: limit - 17]}~{digest}"
+
 
 @dataclass(frozen=True, slots=True)
 class RequestEvent:
@@ -66,9 +93,10 @@ class RequestEvent:
         }
 
     def stream_key(self, by: str) -> str:
-        """The key of the stream this event belongs to (``by`` is ``model`` or ``none``)."""
+        """The key of the stream this event belongs to (``by`` is ``model`` or ``none``),
+        at most :data:`MAX_STREAM_KEY_CHARS` characters (see :func:`bounded_key`)."""
         if by == "model" and self.model:
-            return self.model
+            return bounded_key(self.model)
         return "all"
 
 

@@ -12,7 +12,8 @@ incrementally per stream and reports each bin as it closes.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -63,12 +64,22 @@ class LoadBins:
 
     Events that belong to an already closed bin are counted in the open one
     (they are late, not lost). A silence longer than ``max_gap_bins`` closes
-    that many empty bins and no more (the history is then all zeros anyway).
+    that many empty bins and no more (the history is then all zeros anyway). At most
+    ``max_streams`` streams are kept: the least recently seen one is evicted first, and
+    ``on_evict`` is called with its key.
     """
 
-    def __init__(self, bin_s: float, capacity: int = 512, max_gap_bins: int = 1000) -> None:
+    def __init__(
+        self,
+        bin_s: float,
+        capacity: int = 512,
+        max_gap_bins: int = 1000,
+        max_streams: int = 10_000,
+        on_evict: Callable[[str], None] | None = None,
+    ) -> None:
         self.bin_s, self.capacity, self.max_gap_bins = bin_s, capacity, max_gap_bins
-        self._streams: dict[str, _StreamBins] = {}
+        self.max_streams, self.on_evict = max_streams, on_evict
+        self._streams: OrderedDict[str, _StreamBins] = OrderedDict()
 
     def add(
         self, stream: str, timestamp_s: float, request_tokens: float, response_tokens: float
@@ -78,6 +89,12 @@ class LoadBins:
         st = self._streams.get(stream)
         if st is None:
             st = self._streams[stream] = _StreamBins(k, np.zeros(3), deque(maxlen=self.capacity))
+            while len(self._streams) > self.max_streams:
+                gone, _ = self._streams.popitem(last=False)
+                if self.on_evict is not None:
+                    self.on_evict(gone)
+        else:
+            self._streams.move_to_end(stream)
         closed: list[tuple[int, np.ndarray]] = []
         if k > st.index:
             rates = st.sums / self.bin_s

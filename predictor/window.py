@@ -5,7 +5,8 @@ response_tokens]`` and the time of its newest event. :meth:`RollingWindows.exten
 appends a micro-batch of one stream's events and returns, for each of them, the
 window that ends with it, ready for a forecaster. Memory is bounded by
 ``capacity`` rows per stream and ``max_streams`` streams (least recently seen
-streams are evicted first).
+streams are evicted first, and ``on_evict`` is called with each evicted stream's key
+so that the owner can drop what else it keeps per stream).
 
 Events may arrive a little out of order: an event older than the stream's
 newest one gets a gap of 0 and does not move the clock back.
@@ -20,6 +21,7 @@ newest one gets a gap of 0 and does not move the clock back.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,9 +37,15 @@ class _Stream:
 class RollingWindows:
     """Per-stream bounded history of raw request rows."""
 
-    def __init__(self, capacity: int, max_streams: int = 10_000) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        max_streams: int = 10_000,
+        on_evict: Callable[[str], None] | None = None,
+    ) -> None:
         self.capacity = capacity
         self.max_streams = max_streams
+        self.on_evict = on_evict
         self._streams: OrderedDict[str, _Stream] = OrderedDict()
 
     def __len__(self) -> int:
@@ -97,7 +105,9 @@ class RollingWindows:
             full[-self.capacity :].copy(), float(clock[-1]), (st.seen if st else 0) + n
         )
         while len(self._streams) > self.max_streams:
-            self._streams.popitem(last=False)
+            gone, _ = self._streams.popitem(last=False)
+            if self.on_evict is not None:
+                self.on_evict(gone)
         return windows, have, new[:, 0].copy()
 
     @staticmethod

@@ -389,6 +389,14 @@ class KafkaSource:
     def assignment(self) -> list[int]:
         return sorted(tp.partition for tp in self._consumer.assignment() if tp.topic == self.topic)
 
+    def connected(self) -> bool:
+        """Whether the consumer knows its group coordinator and holds a live connection to
+        it. kafka-python forgets the coordinator as soon as that connection drops (or its
+        heartbeats go unanswered for a session timeout) and finds it again once a broker
+        answers, so this follows an outage within seconds, also while no record flows.
+        Safe to call from any thread; no request is sent."""
+        return not self._consumer._coordinator.coordinator_unknown()
+
     def lag(self) -> int | None:
         """Records between the positions and the ends of the owned partitions, or ``None``.
 

@@ -91,13 +91,23 @@ class LoadForecasting:
         self.bins = self._new_bins()
         self.conformal = load_conformal()
         self.scores = RollingScores(size=LOAD_BEST_SIZE)
-        self._pending: dict[tuple[str, int], list[_Made]] = {}
+        #: per stream, forecast entries by the bin they target, scored once it closes
+        self._pending: dict[str, dict[int, list[_Made]]] = {}
         self._latest: dict[str, dict[str, dict[int, _Made]]] = {}
         self.published = 0
 
     def _new_bins(self) -> LoadBins:
         lens = [cur.forecaster.seq_len for s in self.slots.values() if (cur := s.current())]
-        return LoadBins(self.config.bin_s, capacity=max(512, max(lens, default=64)))
+        return LoadBins(
+            self.config.bin_s, capacity=max(512, max(lens, default=64)), on_evict=self._forget
+        )
+
+    def _forget(self, stream: str) -> None:
+        """Drop what is kept for ``stream`` besides its bins (evicted: least recently seen)."""
+        self._pending.pop(stream, None)
+        self._latest.pop(stream, None)
+        self.metrics.load_streams.remove(stream)
+        self.metrics.actual_streams.remove(stream)
 
     def rewarm(self, events: list[RequestEvent]) -> None:
         """After a (re)assignment: rebuild the bins from ``events``, the recent history of
@@ -109,6 +119,8 @@ class LoadForecasting:
         self.conformal = load_conformal()  # primed again below, from the new history
         self._pending.clear()
         self._latest.clear()
+        self.metrics.load_streams.clear()
+        self.metrics.actual_streams.clear()
         self.warm(events)
         log.info(
             "load: %d stream(s) rebuilt from %d past events", len(self.bins.streams()), len(events)
@@ -167,21 +179,25 @@ class LoadForecasting:
         for i, (stream, k, rec, closed, _) in enumerate(closures):
             for kk, actual in closed:
                 self._score(stream, kk, actual)
-            self._export_actual(stream, closed[-1][1])
+            pending = self._pending.get(stream, {})
+            for skipped in [kk for kk in pending if kk <= k]:  # bins past max_gap_bins
+                del pending[skipped]
+            if self.bins.open_bin(stream) is not None:
+                self._export_actual(stream, closed[-1][1])
             out.extend(self._forecast(stream, k, rec, {n: p[i] for n, p in preds.items()}, now))
         self._export_latest()
         return out
 
     def _export_latest(self) -> None:
         """The newest forecast per stream, model, quantity and horizon as gauges."""
-        g = self.metrics.load_value
+        g = self.metrics.load_streams
         for stream, per_model in self._latest.items():
             for name, made in per_model.items():
                 for h, m in made.items():
                     for c, q in enumerate(LOAD_QUANTITIES):
-                        g.labels(stream, name, q, str(h), "point").set(m.point[c])
-                        g.labels(stream, name, q, str(h), "lower").set(m.lower[c])
-                        g.labels(stream, name, q, str(h), "upper").set(m.upper[c])
+                        g.set((stream, name, q, str(h), "point"), m.point[c])
+                        g.set((stream, name, q, str(h), "lower"), m.lower[c])
+                        g.set((stream, name, q, str(h), "upper"), m.upper[c])
         self._latest.clear()
 
     def _predict(self, histories: list[np.ndarray]) -> dict[str, _Batch]:
@@ -201,10 +217,10 @@ class LoadForecasting:
 
     def _export_actual(self, stream: str, rates: np.ndarray) -> None:
         for c, q in enumerate(LOAD_QUANTITIES):
-            self.metrics.actual_value.labels(stream, q).set(rates[c])
+            self.metrics.actual_streams.set((stream, q), rates[c])
 
     def _score(self, stream: str, k: int, actual: np.ndarray) -> None:
-        for made in self._pending.pop((stream, k), []):
+        for made in self._pending.get(stream, {}).pop(k, []):
             hit = (actual >= made.lower) & (actual <= made.upper)
             err = np.abs(made.point - actual)
             for c, q in enumerate(LOAD_QUANTITIES):
@@ -271,10 +287,12 @@ class LoadForecasting:
                 )
             )
             per_model["best"] = best
-        for made in per_model.values():
-            for h, m in made.items():
-                self._pending.setdefault((stream, k + h), []).append(m)
-        self._latest[stream] = per_model
+        if self.bins.open_bin(stream) is not None:  # else evicted by a later stream: forget it
+            pending = self._pending.setdefault(stream, {})
+            for made in per_model.values():
+                for h, m in made.items():
+                    pending.setdefault(k + h, []).append(m)
+            self._latest[stream] = per_model
         self.published += len(messages)
         for name in per_model:
             self.metrics.forecasts.labels(name, "load").inc()

@@ -3,6 +3,12 @@
 Names carry the ``reqcast_`` prefix and base units; labels are low-cardinality
 (stream keys are model names, not users). Pass a fresh
 ``CollectorRegistry`` to :class:`Metrics` in tests.
+
+The per-stream gauges (latest forecasts and observed load) are bounded: a stream key is
+at most 128 characters (:func:`predictor.events.bounded_key`), each gauge exports at most
+``max_exported_streams`` streams (first come, first served; the updates of the others
+are counted in ``reqcast_stream_series_dropped_total``), and a stream's series are
+removed when the service forgets the stream (:class:`StreamGauge`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
+
+from predictor.errors import ConfigError
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -71,10 +79,64 @@ class BatchHistogram:
         yield HistogramMetricFamily(self._name, self._doc, buckets=buckets, sum_value=total)
 
 
-class Metrics:
-    """The service's metrics, registered in ``registry``."""
+#: streams each per-stream gauge exports at most (``--metrics-max-streams``)
+MAX_EXPORTED_STREAMS = 100
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+
+class StreamGauge:
+    """A gauge whose first label is a stream, exporting at most ``limit`` streams.
+
+    Streams are taken first come, first served (a new series per stream would churn the
+    scraper's storage); an update for a stream beyond the limit is dropped and counted in
+    ``dropped``. :meth:`remove` frees a stream's slot and deletes its series. Used from the
+    serving loop's thread only.
+
+    >>> r = CollectorRegistry()
+    >>> dropped = Counter("d", "Dropped", registry=r)
+    >>> g = StreamGauge(Gauge("g", "G", ["stream", "bound"], registry=r), 1, dropped)
+    >>> g.set(("a", "point"), 1.0); g.set(("b", "point"), 2.0); g.streams()
+    ['a']
+    >>> g.remove("a"); g.set(("b", "point"), 2.0); g.streams()
+    ['b']
+    """
+
+    def __init__(self, gauge: Gauge, limit: int, dropped: Counter) -> None:
+        self.gauge, self.limit, self._dropped = gauge, limit, dropped
+        self._series: dict[str, set[tuple[str, ...]]] = {}
+
+    def set(self, labels: tuple[str, ...], value: float) -> None:
+        """Set the series ``labels`` (stream first) to ``value``, if the stream is exported."""
+        series = self._series.get(labels[0])
+        if series is None:
+            if len(self._series) >= self.limit:
+                self._dropped.inc()
+                return
+            series = self._series[labels[0]] = set()
+        series.add(labels)
+        self.gauge.labels(*labels).set(value)
+
+    def remove(self, stream: str) -> None:
+        """Delete every series of ``stream``."""
+        for labels in self._series.pop(stream, ()):
+            self.gauge.remove(*labels)
+
+    def clear(self) -> None:
+        for stream in list(self._series):
+            self.remove(stream)
+
+    def streams(self) -> list[str]:
+        return list(self._series)
+
+
+class Metrics:
+    """The service's metrics, registered in ``registry``; each per-stream gauge exports at
+    most ``max_exported_streams`` streams."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        max_exported_streams: int = MAX_EXPORTED_STREAMS,
+    ) -> None:
         r = registry if registry is not None else REGISTRY
         self.registry = r
         self.events = Counter(
@@ -113,7 +175,10 @@ class Metrics:
             registry=r,
         )
         self.broker_up = Gauge(
-            "reqcast_broker_up", "1 while the broker answers, 0 while retrying", registry=r
+            "reqcast_broker_up",
+            "1 while the consumer is connected to its group coordinator and no broker operation "
+            "is being retried, else 0",
+            registry=r,
         )
         self.broker_errors = Counter(
             "reqcast_broker_errors_total",
@@ -178,11 +243,38 @@ class Metrics:
             ["stream", "quantity"],
             registry=r,
         )
+        self.stream_series_dropped = Counter(
+            "reqcast_stream_series_dropped",
+            "Updates of a per-stream gauge dropped because it already exports "
+            "--metrics-max-streams streams, by metric",
+            ["metric"],
+            registry=r,
+        )
+        limit, dropped = max_exported_streams, self.stream_series_dropped.labels
+        self.forecast_streams = StreamGauge(
+            self.forecast_value, limit, dropped("reqcast_forecast_next_request")
+        )
+        self.load_streams = StreamGauge(self.load_value, limit, dropped("reqcast_forecast_load"))
+        self.actual_streams = StreamGauge(self.actual_value, limit, dropped("reqcast_actual_load"))
+
+    def forget_stream(self, stream: str) -> None:
+        """Remove every per-stream series of ``stream`` (its state was dropped)."""
+        for g in (self.forecast_streams, self.load_streams, self.actual_streams):
+            g.remove(stream)
+
+
+#: where ``/metrics`` listens by default (``--metrics-host``): every interface, as a
+#: container's scraper reaches it from outside the container
+METRICS_HOST = "0.0.0.0"
 
 
 def serve_metrics(
-    port: int, registry: CollectorRegistry | None = None, addr: str = "0.0.0.0"
+    port: int, registry: CollectorRegistry | None = None, addr: str = METRICS_HOST
 ) -> None:
-    """Expose ``/metrics`` on ``port`` from a daemon thread (0 disables it)."""
-    if port:
+    """Expose ``/metrics`` on ``addr:port`` from a daemon thread (port 0 disables it)."""
+    if not port:
+        return
+    try:
         start_http_server(port, addr=addr, registry=registry if registry is not None else REGISTRY)
+    except OSError as e:  # taken port, unknown host
+        raise ConfigError(f"cannot serve /metrics on {addr}:{port}: {e}") from e

@@ -37,6 +37,7 @@ from predictor.scoring import RollingScores
 from predictor.slot import ModelSlot
 from predictor.window import RollingWindows
 from stream.admission import TimestampGate, admitted
+from stream.broker_health import BrokerHealth
 from stream.metrics import Metrics
 from stream.transport import Record, Sink, Source
 
@@ -48,6 +49,13 @@ Message = tuple[str, bytes | None, bytes]
 #: ``json.dumps`` without the check for circular references (a forecast has none): same bytes
 _encode_json = json.JSONEncoder(check_circular=False).encode
 
+
+#: bytes of an invalid message's value kept in its dead letter (``raw``); the letter also
+#: carries the full size (``raw_bytes``) so that it stays far below a broker's
+#: ``message.max.bytes`` (1 MB by default) whatever was sent
+MAX_DEAD_LETTER_RAW_BYTES = 64 * 1024
+#: characters of an error's detail kept in its dead letter
+MAX_DEAD_LETTER_DETAIL_CHARS = 1024
 
 #: young-generation threshold of the garbage collector while serving (Python's is 700)
 GC_GEN0_THRESHOLD = 50_000
@@ -189,13 +197,16 @@ class ForecastService:
             metrics,
         )
         self.history = history
-        self.windows = RollingWindows(config.window_capacity)
+        self.windows = self._new_windows()
         self.gate = TimestampGate(config.max_lateness_s, config.max_future_s)
         self.scores = RollingScores()
         self.conformal = OnlineConformal()
         self.stats = ServeStats()
-        #: last forecast per (stream, model), waiting for the stream's next event to score it
-        self._pending: dict[tuple[str, str], tuple[np.ndarray, ...]] = {}
+        #: reqcast_broker_up; give it the source's connection state and start() its watcher
+        #: to follow outages while idle (``reqcast serve`` does)
+        self.health = BrokerHealth(metrics.broker_up)
+        #: last forecast per stream and model, waiting for the stream's next event to score it
+        self._pending: dict[str, dict[str, tuple[np.ndarray, ...]]] = {}
         self._assigned: list[int] | None = None
         #: seconds per window of each model's predict, a moving average (see _forecast)
         self._cost: dict[str, float] = {}
@@ -213,9 +224,10 @@ class ForecastService:
     # -- rebalance ---------------------------------------------------------------------------
     def on_assign(self, partitions: list[int]) -> None:
         """Reset windows and rebuild them from the recent history of the partitions now owned."""
-        self.windows = RollingWindows(self.config.window_capacity)
+        self.windows = self._new_windows()
         self.gate = TimestampGate(self.config.max_lateness_s, self.config.max_future_s)
         self._pending.clear()
+        self.metrics.forecast_streams.clear()
         self._assigned = list(partitions)
         if not self.history or not partitions:
             return
@@ -237,6 +249,14 @@ class ForecastService:
             len(events),
             partitions,
         )
+
+    def _new_windows(self) -> RollingWindows:
+        return RollingWindows(self.config.window_capacity, on_evict=self._forget)
+
+    def _forget(self, stream: str) -> None:
+        """Drop what is kept for ``stream`` besides its window (evicted: least recently seen)."""
+        self._pending.pop(stream, None)
+        self.metrics.forecast_streams.remove(stream)
 
     def _recent(self, events: list[RequestEvent]) -> list[RequestEvent]:
         """The last ``window_capacity`` of ``events`` per stream, in order (the windows keep
@@ -299,11 +319,14 @@ class ForecastService:
 
     def _dead_letter(self, rec: Record, exc: InvalidEvent) -> Message:
         self.metrics.invalid.labels(exc.reason).inc()
+        kept = rec.value[:MAX_DEAD_LETTER_RAW_BYTES]
         body = {
             "error": exc.reason,
-            "detail": exc.detail,
-            "raw": rec.value.decode("utf-8", errors="replace"),
+            "detail": exc.detail[:MAX_DEAD_LETTER_DETAIL_CHARS],
+            "raw": kept.decode("utf-8", errors="replace"),
             "source": {"partition": rec.partition, "offset": rec.offset},
+            "raw_bytes": len(rec.value),
+            "raw_truncated": len(kept) < len(rec.value),
         }
         return (self.config.dead_letter_topic, rec.key, json.dumps(body).encode())
 
@@ -431,6 +454,8 @@ class ForecastService:
         self.metrics.forecasts.labels(name, "next_request").inc(len(order))
         self.stats.forecasts[name] = self.stats.forecasts.get(name, 0) + len(order)
         for k, stream in enumerate(streams):
+            if stream not in self.windows:  # evicted by a later stream of this batch
+                continue
             j = bounds[k + 1] - 1  # the stream's newest forecast
             ev = batch.valid[order[j]][0]
             self._export_latest(
@@ -441,13 +466,14 @@ class ForecastService:
     def _score(self, stream: str, model: str, actual: np.ndarray, out: _Output) -> None:
         """Score the forecasts whose target (the stream's next event) is in this batch."""
         rows = [out.point, out.lower, out.upper, out.raw_lower, out.raw_upper]
-        prev = self._pending.get((stream, model))
+        prev = self._pending.get(stream, {}).get(model)
         if prev is not None:
             rows = [np.concatenate([p[None], r]) for p, r in zip(prev, rows, strict=True)]
             targets = actual
         else:
             targets = actual[1:]
-        self._pending[(stream, model)] = tuple(r[-1] for r in rows)
+        if stream in self.windows:  # else a later stream of the batch evicted it: keep nothing
+            self._pending.setdefault(stream, {})[model] = tuple(r[-1] for r in rows)
         n = len(targets)
         if n == 0:
             return
@@ -462,14 +488,14 @@ class ForecastService:
     def _export_latest(
         self, stream: str, model: str, ts: float, point: np.ndarray, lo: np.ndarray, hi: np.ndarray
     ) -> None:
-        g = self.metrics.forecast_value
+        g = self.metrics.forecast_streams
         for c, q in enumerate(QUANTITIES):
-            g.labels(stream, model, q, "point").set(point[c])
-            g.labels(stream, model, q, "lower").set(lo[c])
-            g.labels(stream, model, q, "upper").set(hi[c])
-        g.labels(stream, model, "timestamp", "point").set(ts + point[0])
-        g.labels(stream, model, "timestamp", "lower").set(ts + lo[0])
-        g.labels(stream, model, "timestamp", "upper").set(ts + hi[0])
+            g.set((stream, model, q, "point"), point[c])
+            g.set((stream, model, q, "lower"), lo[c])
+            g.set((stream, model, q, "upper"), hi[c])
+        g.set((stream, model, "timestamp", "point"), ts + point[0])
+        g.set((stream, model, "timestamp", "lower"), ts + lo[0])
+        g.set((stream, model, "timestamp", "upper"), ts + hi[0])
 
     def export_scores(self) -> None:
         """Push rolling online error and coverage to the gauges (and run the other exporters)."""
@@ -489,10 +515,10 @@ class ForecastService:
         while True:
             try:
                 action()
-                self.metrics.broker_up.set(1)
+                self.health.ok(what)
                 return True
             except BrokerError as exc:
-                self.metrics.broker_up.set(0)
+                self.health.failed(what)
                 self.metrics.broker_errors.labels(what).inc()
                 log.warning("%s failed, retrying in %.1fs: %s", what, delay, exc)
                 if stop.wait(delay):
@@ -515,9 +541,10 @@ class ForecastService:
         """Poll, process, deliver and commit one micro-batch; returns the events handled."""
         try:
             records = self.source.poll(self.config.batch_max, self.config.poll_timeout_s)
-            self.metrics.broker_up.set(1)
+            # a failed commit is not retried: this poll rejoins the group if need be
+            self.health.ok("poll", "commit")
         except BrokerError as exc:
-            self.metrics.broker_up.set(0)
+            self.health.failed("poll")
             self.metrics.broker_errors.labels("poll").inc()
             log.warning("poll failed: %s", exc)
             stop.wait(self.config.retry_backoff_s)
@@ -546,7 +573,7 @@ class ForecastService:
         try:
             self.source.commit(offsets)
         except BrokerError as exc:
-            self.metrics.broker_up.set(0)
+            self.health.failed("commit")
             self.metrics.broker_errors.labels("commit").inc()
             log.warning("commit failed, this batch may be delivered again: %s", exc)
 

@@ -19,10 +19,11 @@ import threading
 from predictor.errors import InvalidEvent
 from predictor.events import RequestEvent, decode_event
 from predictor.streams import STREAM_KEYS
+from stream.broker_health import BrokerHealth
 from stream.cliutil import add_flag
 from stream.commands._refit import add_refit_flags, refit_config
 from stream.commands.serve import stop_on_signals
-from stream.metrics import Metrics, serve_metrics
+from stream.metrics import METRICS_HOST, Metrics, serve_metrics
 from stream.transport import Record
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     )
     add_flag(p, "--seq-len", type=int, default=64, help="window length when no model exists yet")
     add_flag(p, "--metrics-port", type=int, default=9465, help="port of /metrics (0: off)")
+    add_flag(
+        p,
+        "--metrics-host",
+        default=METRICS_HOST,
+        help="address /metrics listens on (the default, every interface, suits a container; "
+        "127.0.0.1 keeps it to the host)",
+    )
     add_flag(
         p, "--max-poll-interval-ms", type=int, default=300_000, help="consumer max poll interval"
     )
@@ -84,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         kafka, {args.model_topic: 1}, configs={args.model_topic: {"cleanup.policy": "compact"}}
     )
     metrics = Metrics()
-    serve_metrics(args.metrics_port, metrics.registry)
+    serve_metrics(args.metrics_port, metrics.registry, args.metrics_host)
     slots = read_slots(args.model_dir, args.models, metrics)
     config = refit_config(args)
     worker = RefitWorker(
@@ -114,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
     )
     stop = threading.Event()
     stop_on_signals(stop)
+    health = BrokerHealth(metrics.broker_up, connected=source.connected)
+    health.start()
     worker.start()
     log.info(
         "trainer on %s: refit every %s events / %s s; publishing to %s",
@@ -136,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
             ):
                 break
     finally:
+        health.stop()
         worker.stop()
         source.close()
     for d in worker.decisions:

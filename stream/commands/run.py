@@ -25,10 +25,11 @@ from stream.commands.serve import (
     add_service_flags,
     attach_load,
     service_config,
+    service_metrics,
     start_model_workers,
     stop_on_signals,
 )
-from stream.metrics import Metrics, serve_metrics
+from stream.metrics import serve_metrics
 from stream.sinks import JsonlSink, TeeSink
 from stream.status import StatusPrinter, load_table, summary_table
 from stream.trace_replay import replay
@@ -144,8 +145,7 @@ def _first_load_models(args: argparse.Namespace, head: pd.DataFrame) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from predictor.artifacts import list_artifacts
-    from stream.model_slots import have_models
-    from stream.model_slots import read_slots as load_slots  # renamed: read_slots
+    from stream.model_slots import have_models, read_slots
     from stream.service import ForecastService, tune_gc
 
     config = service_config(args)
@@ -153,16 +153,16 @@ def run(args: argparse.Namespace) -> int:
     df, _, source_name = load_from_args(args, synth_rows=total_rows, synth_seed=args.seed)
     replayed = df.tail(args.events) if args.events else df
     head = df.iloc[: len(df) - len(replayed)].tail(args.train_rows)
-    metrics = Metrics()
-    slots = load_slots(args.model_dir, args.models, metrics, device=args.device)
+    metrics = service_metrics(args)
+    slots = read_slots(args.model_dir, args.models, metrics, device=args.device)
     if not have_models(slots):
         if len(head) == 0:
             head = df.head(min(len(df) // 2, args.train_rows))
         _first_models(args, head)
-        slots = load_slots(args.model_dir, args.models, metrics, device=args.device)
+        slots = read_slots(args.model_dir, args.models, metrics, device=args.device)
     if not args.no_load and not list_artifacts(args.model_dir, task="load"):
         _first_load_models(args, head if len(head) else df.head(min(len(df) // 2, args.train_rows)))
-    serve_metrics(args.metrics_port, metrics.registry)
+    serve_metrics(args.metrics_port, metrics.registry, args.metrics_host)
     out = Path(args.output)
     dlq_file = out.with_name(out.stem + ".dlq.jsonl")
     out.unlink(missing_ok=True)

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from predictor.errors import ConfigError
 from stream.cliutil import add_flag, check_torch_threads, set_torch_threads
 from stream.commands._refit import add_refit_flags, refit_config
-from stream.metrics import Metrics, serve_metrics
+from stream.metrics import MAX_EXPORTED_STREAMS, METRICS_HOST, Metrics, serve_metrics
 from stream.service import ServeConfig
 from stream.transport import Record, Sink, Source
 
@@ -80,6 +80,21 @@ def add_service_flags(p: argparse.ArgumentParser) -> None:
         help="one rolling window per model field, or one for all",
     )
     add_flag(p, "--metrics-port", type=int, default=9464, help="port of /metrics (0: off)")
+    add_flag(
+        p,
+        "--metrics-host",
+        default=METRICS_HOST,
+        help="address /metrics listens on (the default, every interface, suits a container; "
+        "127.0.0.1 keeps it to the host)",
+    )
+    add_flag(
+        p,
+        "--metrics-max-streams",
+        type=int,
+        default=MAX_EXPORTED_STREAMS,
+        help="streams each per-stream gauge exports at most, first come first served (the "
+        "rest are counted in reqcast_stream_series_dropped_total)",
+    )
     add_flag(p, "--batch-max", type=int, default=500, help="most events per micro-batch")
     add_flag(
         p,
@@ -146,6 +161,15 @@ def service_config(args: argparse.Namespace) -> ServeConfig:
         publish_best=not args.no_best,
         history_records=getattr(args, "history_records", 0),  # serve only
     )
+
+
+def service_metrics(args: argparse.Namespace) -> Metrics:
+    """The metrics of ``serve`` and ``run``, as ``--metrics-max-streams`` bounds them."""
+    if args.metrics_max_streams < 0:
+        raise ConfigError(
+            f"--metrics-max-streams must be 0 or more, got {args.metrics_max_streams}"
+        )
+    return Metrics(max_exported_streams=args.metrics_max_streams)
 
 
 def stop_on_signals(stop: threading.Event) -> None:
@@ -266,6 +290,7 @@ def kafka_service(
 
     polled = wrap_source(source) if wrap_source is not None else source
     service = ForecastService(config, polled, sink, slots, metrics, history=history)
+    service.health.connected = source.connected
     holder["service"] = service
     return service, source
 
@@ -274,8 +299,7 @@ def run(args: argparse.Namespace) -> int:
     from stream.kafka_admin import ensure_topics, wait_for_broker
     from stream.kafka_batch import BatchKafkaSink
     from stream.kafka_io import KafkaConfig
-    from stream.model_slots import have_models
-    from stream.model_slots import read_slots as load_slots  # renamed: read_slots
+    from stream.model_slots import have_models, read_slots
     from stream.service import tune_gc
     from trainer.device import resolve_device
 
@@ -283,8 +307,8 @@ def run(args: argparse.Namespace) -> int:
     kafka = KafkaConfig.from_args(args)
     if not args.broker_wait > 0:
         raise ConfigError(f"--broker-wait must be positive, got {args.broker_wait:g}")
-    metrics = Metrics()
-    slots = load_slots(args.model_dir, args.models, metrics, device=resolve_device(args.device))
+    metrics = service_metrics(args)
+    slots = read_slots(args.model_dir, args.models, metrics, device=resolve_device(args.device))
     if not have_models(slots):
         raise ConfigError(
             f"no model artifacts in {args.model_dir!r}: train some first, e.g. "
@@ -293,7 +317,7 @@ def run(args: argparse.Namespace) -> int:
         )
     wait_for_broker(kafka, timeout_s=args.broker_wait)
     ensure_topics(kafka, {config.output_topic: 1, config.dead_letter_topic: 1})
-    serve_metrics(args.metrics_port, metrics.registry)
+    serve_metrics(args.metrics_port, metrics.registry, args.metrics_host)
     stop = threading.Event()
     stop_on_signals(stop)
     sink = BatchKafkaSink(kafka, compression=args.compression)
@@ -317,11 +341,13 @@ def run(args: argparse.Namespace) -> int:
         args.group_id,
         {n: s.version for n, s in slots.items()},
     )
+    service.health.start()
     try:
         set_torch_threads(args.torch_threads)
         tune_gc()
         stats = service.run(stop, max_events=args.max_events)
     finally:
+        service.health.stop()
         for w in workers:
             w.stop()
         source.close()
@@ -381,12 +407,11 @@ def attach_load(
 ) -> LoadForecasting | None:
     """Add load forecasts to ``service`` when load models for ``--bin-s`` are in the model dir."""
     from stream.load_stream import LoadConfig, LoadForecasting
-    from stream.model_slots import have_models
-    from stream.model_slots import read_slots as load_slots  # renamed: read_slots
+    from stream.model_slots import have_models, read_slots
 
     if args.no_load:
         return None
-    slots = load_slots(args.model_dir, args.models, metrics, device=device, task="load")
+    slots = read_slots(args.model_dir, args.models, metrics, device=device, task="load")
     for name, slot in slots.items():
         cur = slot.current()
         why = _bin_mismatch(cur.meta, args.bin_s) if cur else None

@@ -188,10 +188,10 @@ def test_an_oversized_spec_is_refused_without_building_anything(
 
 def test_spec_bounds_admit_what_training_writes() -> None:
     """The defaults and the load models' settings (with an ensemble) pass with room."""
-    from trainer.train import load_params
+    from trainer.train import params_for_load
 
     for arch in ("lstm", "dlinear"):
-        for params in ({}, {"hidden_size": 64, "num_layers": 2}, load_params(arch, 5)):
+        for params in ({}, {"hidden_size": 64, "num_layers": 2}, params_for_load(arch, 5)):
             spec = NeuralSpec(arch, seq_len=100, horizon=12, params=params)
             assert check_spec(spec.to_dict()) == spec
             assert parameter_count(spec) < MAX_PARAMETERS // 10

@@ -190,3 +190,14 @@ def test_concurrent_offers_end_with_the_max_version() -> None:
     assert cur is not None and cur.version == max(versions)
     assert cur.forecaster == f"model-{max(versions)}"
     assert seen_backwards == []
+
+
+def test_evicted_streams_are_reported_to_on_evict() -> None:
+    gone: list[str] = []
+    rw = RollingWindows(capacity=4, max_streams=2, on_evict=gone.append)
+    one = (np.array([1.0]), np.array([1]), np.array([1]))
+    for name in "abac":  # a is seen again before c comes: b is the least recently seen
+        rw.extend(name, *one, seq_len=2)
+    assert gone == ["b"]
+    rw.extend("d", *one, seq_len=2)
+    assert gone == ["b", "a"]

@@ -32,6 +32,7 @@ from predictor.models.neural import NeuralForecaster, NeuralSpec, build_module
 from predictor.slot import ModelSlot
 from stream import model_sync
 from stream.metrics import Metrics
+from stream.model_slots import read_slots
 from stream.model_sync import (
     MAX_MODEL_MESSAGE_BYTES,
     ModelTopicFollower,
@@ -40,7 +41,6 @@ from stream.model_sync import (
     load_message,
     parse_message,
 )
-from stream.models import load_slots
 
 
 def _forecaster() -> NeuralForecaster:
@@ -312,9 +312,9 @@ def test_serve_start_up_skips_bad_meta_and_serves_the_newest_good_one(
     nan = save_artifact(_forecaster(), tmp_path, preset="cpu", version=3)
     meta = {**nan.meta, "scaler": {"mean": [math.nan, 0, 0], "std": [1, 1, 1]}}
     (nan.path / "meta.json").write_text(json.dumps(meta))
-    with caplog.at_level(logging.ERROR, logger="stream.models"):
-        slots = load_slots(tmp_path, ["lstm", "dlinear"], metrics)
-        again = load_slots(tmp_path, ["lstm", "dlinear"], metrics, task="load")
+    with caplog.at_level(logging.ERROR, logger="stream.model_slots"):
+        slots = read_slots(tmp_path, ["lstm", "dlinear"], metrics)
+        again = read_slots(tmp_path, ["lstm", "dlinear"], metrics, task="load")
     loaded = slots["lstm"].current()
     assert loaded is not None and loaded.version == 1 and loaded.meta["name"] == good.path.name
     assert all(s.current() is None for s in again.values())
@@ -331,8 +331,8 @@ def test_start_up_with_only_bad_artifacts_starts_without_them(
 ) -> None:
     only = save_artifact(_forecaster(), tmp_path, preset="cpu", version=1)
     (only.path / "meta.json").write_text('{"format": "reqcast-model/1", "version": 1e999}')
-    slots = load_slots(tmp_path, ["lstm", "dlinear"], metrics)
-    load = load_slots(tmp_path, ["lstm", "dlinear"], metrics, task="load")
+    slots = read_slots(tmp_path, ["lstm", "dlinear"], metrics)
+    load = read_slots(tmp_path, ["lstm", "dlinear"], metrics, task="load")
     assert all(s.current() is None for s in [*slots.values(), *load.values()])
     # it names no model: any slot may have wanted it; counted once all the same
     assert _swaps(metrics, "unknown", "rejected", "load_error") == 1

@@ -38,7 +38,7 @@ from serve_helpers import (
 from predictor.errors import BrokerError
 from stream.kafka_admin import read_all, wait_for_broker
 from stream.kafka_io import CODEC_PACKAGES, KafkaConfig, KafkaSource, UndecodableBatch
-from stream.replay import encode
+from stream.trace_replay import encode
 
 kafka = pytest.mark.kafka
 
