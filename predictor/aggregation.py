@@ -54,7 +54,8 @@ with the flat baselines, the Kalman peers and ARIMA as experts, BOA in raw space
 up to 10^10 times worse than the best expert (a wild ``kalman_log1p`` at long
 horizons); in ``log1p`` space its MAE was 0.99 to 1.00 times the best expert's per
 synthetic trace (geometric mean; 1.03 at worst) and 1.08 on the short Azure trace. It
-is the recommended setting for load, which is never negative; ``space="raw"`` (the default) suits signed data.
+is the recommended setting for load, which is never negative; ``space="raw"`` (the
+default) suits signed data.
 
 Lifecycle, as the serving loop uses it:
 
