@@ -46,9 +46,16 @@ switching rate, not a scale.
 Known limit: BOA's learning rate is per expert, so an expert whose forecasts are
 wildly off (a log-space trend extrapolated ``h`` steps, say) gets a rate ``~1/B_k`` of
 its own and is down-weighted by only a factor of about ``e`` per "its own scale" of
-regret. Feeding ``log1p`` of forecasts and outcomes (and ``expm1`` of the aggregate)
-bounds such errors; quantiles are unchanged by a monotone map, so the aggregate still
-targets the same quantile.
+regret. ``space="log1p"`` feeds ``log1p`` of forecasts (floored at 0) and outcomes to
+the rule and publishes ``expm1`` of the aggregate, which bounds such errors; quantiles
+are unchanged by a monotone map, so the aggregate still targets the same quantile. On
+the Azure code trace and four synthetic traces (every quantity, horizons 1, 6 and 30)
+with the flat baselines, the Kalman peers and ARIMA as experts, BOA in raw space was
+up to 10^10 times worse than the best expert (a wild ``kalman_log1p`` at long
+horizons); in ``log1p`` space its MAE was 0.99 to 1.00 times the best expert's per
+synthetic trace (geometric mean; 1.03 at worst) and 1.08 on the short Azure trace. It
+is the recommended setting for load, which is never negative; ``space="raw"`` (the
+default) suits signed data.
 
 Lifecycle, as the serving loop uses it:
 
@@ -88,6 +95,8 @@ import numpy as np
 from predictor.errors import ConfigError
 
 RULES = ("boa", "fixed_share")
+#: where the rule sees forecasts and outcomes: as given, or as ``log1p`` (module docstring)
+SPACES = ("raw", "log1p")
 #: version of the :meth:`OnlineAggregator.to_dict` layout
 STATE_VERSION = 1
 _STATE_ARRAYS = {"boa": ("prior", "regret", "v", "b"), "fixed_share": ("log_w", "v", "b")}
@@ -109,7 +118,12 @@ class OnlineAggregator:
         tau: float = 0.5,
         rule: str = "boa",
         share: float = 0.01,
+        space: str = "raw",
     ) -> None:
+        if space not in SPACES:
+            raise ConfigError(
+                f"aggregation space must be one of {', '.join(SPACES)}, not {space!r}"
+            )
         if rule not in RULES:
             raise ConfigError(f"aggregation rule must be one of {', '.join(RULES)}, not {rule!r}")
         if not 0.0 < tau < 1.0:
@@ -120,6 +134,7 @@ class OnlineAggregator:
             raise ConfigError(f"an aggregator needs at least one cell, not {cells}")
         self.names: list[str] = []
         self.cells, self.tau, self.rule, self.share = int(cells), float(tau), rule, float(share)
+        self.space = space
         zeros = np.zeros((self.cells, 0))
         self._prior = zeros.copy()  # boa: prior weight per expert (rows sum to 1)
         self._regret = zeros.copy()  # boa: cumulative regularised regret
@@ -188,7 +203,11 @@ class OnlineAggregator:
         x = np.asarray(forecasts, dtype=np.float64)
         if x.shape != (self.cells, self.k):
             raise ValueError(f"expert forecasts must be [cells, K] = {(self.cells, self.k)}")
-        return x
+        return self._to_space(x)
+
+    def _to_space(self, v: np.ndarray) -> np.ndarray:
+        """Values as the rule sees them (``log1p`` of the floored value in ``log1p`` space)."""
+        return np.log1p(np.maximum(v, 0.0)) if self.space == "log1p" else v
 
     def _mix(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Awake mask, weights renormalised over it, and the aggregate (NaN: none awake)."""
@@ -200,8 +219,10 @@ class OnlineAggregator:
         return awake, p, agg
 
     def aggregate(self, forecasts: np.ndarray) -> np.ndarray:
-        """The combined forecast ``[cells]`` of ``forecasts [cells, K]`` (NaN: not warm)."""
-        return self._mix(self._check(forecasts))[2]
+        """The combined forecast ``[cells]`` of ``forecasts [cells, K]`` (NaN: not warm),
+        in the units of the forecasts whatever the ``space``."""
+        agg = self._mix(self._check(forecasts))[2]
+        return np.expm1(np.minimum(agg, 700.0)) if self.space == "log1p" else agg
 
     # --- learning ---------------------------------------------------------------
 
@@ -219,10 +240,10 @@ class OnlineAggregator:
         ``published`` value or no finite forecast are left as they were.
         """
         x = self._check(forecasts)
-        y = np.asarray(outcome, dtype=np.float64).reshape(self.cells)
+        y = self._to_space(np.asarray(outcome, dtype=np.float64).reshape(self.cells))
         awake, p, agg = self._mix(x)
         if published is not None:
-            agg = np.asarray(published, dtype=np.float64).reshape(self.cells)
+            agg = self._to_space(np.asarray(published, dtype=np.float64).reshape(self.cells))
         live = np.isfinite(y) & np.isfinite(agg) & awake.any(axis=1)
         if not live.any():
             return
@@ -267,6 +288,7 @@ class OnlineAggregator:
             "rule": self.rule,
             "tau": self.tau,
             "share": self.share,
+            "space": self.space,
             "cells": self.cells,
             "names": list(self.names),
             "updates": [int(u) for u in self.updates],
@@ -290,6 +312,7 @@ class OnlineAggregator:
                 tau=float(state["tau"]),
                 rule=str(state["rule"]),
                 share=float(state["share"]),
+                space=str(state.get("space", "raw")),  # states saved before the option
             )
             updates = np.asarray(state["updates"], dtype=np.int64)
             arrays = {

@@ -21,6 +21,7 @@ rate without smoothing the bursts away. Everything is vectorised numpy.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -45,6 +46,27 @@ GPT4_SHARE, CONVERSATION_SHARE, FAILURE_SHARE = 0.15, 0.10, 0.018
 BOTH_ZERO_SHARE = 0.6
 
 _STEP_S = 60.0  # resolution of the rate profile
+
+#: Rate profiles: ``week`` (the slow daily and weekly cycles alone) and three whose level
+#: moves within minutes on top of them.
+VARIANTS = ("week", "bursty", "regimes", "drift")
+#: ``bursty``: a base rate (relative) between bursts ...
+BURSTY_BASE = 0.4
+#: ... bursts that start this often on average (seconds) ...
+BURSTY_EVERY_S = 120.0
+#: ... and last this long on average (seconds), on a grid of BURSTY_STEP_S; their
+#: log-normal heights make the mean relative rate 1 (about 7x the base within a burst)
+BURSTY_MEAN_S = 30.0
+BURSTY_STEP_S = 1.0
+#: ``regimes``: constant rates over exponential spells of this mean (seconds) ...
+REGIME_MEAN_S = 300.0
+#: ... at log-normal levels with this log standard deviation (mean 1)
+REGIME_SIGMA = 1.0
+#: ``drift``: log rate an Ornstein-Uhlenbeck process with this time constant (seconds) ...
+DRIFT_TAU_S = 600.0
+#: ... and stationary standard deviation, stepped every DRIFT_STEP_S seconds
+DRIFT_SIGMA = 0.8
+DRIFT_STEP_S = 5.0
 
 
 def _daily_shape(hour: np.ndarray) -> np.ndarray:
@@ -79,7 +101,77 @@ def _week_profile() -> np.ndarray:
     return profile / profile.mean()
 
 
-def _arrival_times(rng: np.random.Generator, rows: int, rate: float, start_s: float) -> np.ndarray:
+def _op_times(rng: np.random.Generator, rows: int, variant: str, rate: float) -> np.ndarray:
+    """Sorted arrival times of ``rows`` requests in operational time (unit mean rate)."""
+    op = np.cumsum(rng.gamma(BURST_SHAPE, 1.0 / BURST_SHAPE, size=rows))
+    if variant == "week" or rows == 0:
+        return op
+    # a renewal process in an inner clock, run at a fast-moving relative rate
+    if variant == "bursty":
+        lengths, levels = _burst_segments(rng, float(op[-1]), rate)
+    else:
+        lengths, levels = _fast_segments(rng, variant, float(op[-1]), rate)
+    inner = np.concatenate([[0.0], np.cumsum(lengths * levels)])
+    outer = np.concatenate([[0.0], np.cumsum(lengths)])
+    return np.interp(op, inner, outer)
+
+
+def _fast_segments(
+    rng: np.random.Generator, variant: str, total: float, rate: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Lengths (operational time) and relative rates (mean 1) of piecewise-constant
+    segments whose integral reaches ``total``."""
+    lengths: list[np.ndarray] = []
+    levels: list[np.ndarray] = []
+    reached, log_level, chunk = 0.0, 0.0, 1024
+    while reached < total:
+        if variant == "regimes":
+            length = rng.exponential(REGIME_MEAN_S * rate, size=chunk)
+            level = np.exp(REGIME_SIGMA * rng.standard_normal(chunk) - REGIME_SIGMA**2 / 2)
+        else:  # drift: log rate an Ornstein-Uhlenbeck process sampled every DRIFT_STEP_S
+            keep = math.exp(-DRIFT_STEP_S / DRIFT_TAU_S)
+            shocks = DRIFT_SIGMA * math.sqrt(1.0 - keep * keep) * rng.standard_normal(chunk)
+            logs = np.empty(chunk)
+            for i, shock in enumerate(shocks.tolist()):
+                log_level = keep * log_level + shock
+                logs[i] = log_level
+            length = np.full(chunk, DRIFT_STEP_S * rate)
+            level = np.exp(logs - DRIFT_SIGMA**2 / 2)
+        lengths.append(length)
+        levels.append(level)
+        reached += float(length @ level)
+        chunk *= 2
+    return np.concatenate(lengths), np.concatenate(levels)
+
+
+def _burst_segments(
+    rng: np.random.Generator, total: float, rate: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per ``BURSTY_STEP_S`` step, a relative rate (mean 1): ``BURSTY_BASE`` plus every
+    burst under way. Bursts start as a Poisson process, last exponential spells and add
+    log-normal heights; the grid covers (at least) an integral of ``total``."""
+    step = BURSTY_STEP_S * rate
+    mean_height = (1.0 - BURSTY_BASE) * BURSTY_EVERY_S / BURSTY_MEAN_S
+    span = 1.5 * total + 10.0 * BURSTY_EVERY_S * rate
+    while True:
+        steps = int(span / step) + 1
+        count = rng.poisson(span / (BURSTY_EVERY_S * rate))
+        starts = np.sort(rng.uniform(0.0, span, size=count))
+        ends = starts + rng.exponential(BURSTY_MEAN_S * rate, size=count)
+        heights = mean_height * np.exp(0.5 * rng.standard_normal(count) - 0.125)
+        delta = np.zeros(steps + 1)
+        np.add.at(delta, np.minimum((starts / step).astype(np.int64), steps), heights)
+        np.add.at(delta, np.minimum((ends / step).astype(np.int64), steps), -heights)
+        levels = BURSTY_BASE + np.maximum(np.cumsum(delta[:-1]), 0.0)
+        lengths = np.full(steps, step)
+        if float(lengths @ levels) >= total:
+            return lengths, levels
+        span *= 2.0
+
+
+def _arrival_times(
+    rng: np.random.Generator, rows: int, rate: float, start_s: float, variant: str = "week"
+) -> np.ndarray:
     """Sorted arrival times (float seconds) of ``rows`` requests from ``start_s`` on."""
     profile = _week_profile()
     # cumulative expected arrivals over one week, on the step grid (piecewise linear)
@@ -91,8 +183,7 @@ def _arrival_times(rng: np.random.Generator, rows: int, rate: float, start_s: fl
         weeks, rem = divmod(t, WEEK_S)
         return float(weeks * per_week + np.interp(rem, grid, cum))
 
-    gaps = rng.gamma(BURST_SHAPE, 1.0 / BURST_SHAPE, size=rows)
-    target = cumulative(start_s) + np.cumsum(gaps)
+    target = cumulative(start_s) + _op_times(rng, rows, variant, rate)
     weeks, rem = np.divmod(target, per_week)
     return np.maximum(weeks * WEEK_S + np.interp(rem, cum, grid), start_s)
 
@@ -117,13 +208,21 @@ def _response_tokens(rng: np.random.Generator, gpt4: np.ndarray) -> np.ndarray:
 
 
 def synthesize(
-    rows: int, seed: int = 0, rate_scale: float = 1.0, start_s: float = 0.0
+    rows: int,
+    seed: int = 0,
+    rate_scale: float = 1.0,
+    start_s: float = 0.0,
+    variant: str = "week",
 ) -> pd.DataFrame:
     """A BurstGPT_1-schema trace of ``rows`` requests; deterministic for a ``seed``.
 
     ``rate_scale`` multiplies the mean rate (0.27 requests/s); ``start_s`` is the time of
     the first possible arrival, in seconds from midnight of a Monday (the cycles are
     anchored there). Timestamps are whole seconds, non-decreasing, as in BurstGPT.
+    ``variant`` (one of :data:`VARIANTS`) adds a fast-moving level to the weekly cycle:
+    ``bursty`` on-off bursts of seconds to minutes, ``regimes`` rate shifts every
+    few minutes, ``drift`` a rate that wanders within minutes; ``week`` adds nothing.
+    Their time constants are seconds of wall time whatever ``rate_scale``.
     """
     if rows < 0:
         raise ConfigError(f"rows must be at least 0, got {rows}")
@@ -131,8 +230,12 @@ def synthesize(
         raise ConfigError(f"rate scale must be a positive number, got {rate_scale}")
     if not start_s >= 0 or not np.isfinite(start_s):
         raise ConfigError(f"start time must be a non-negative number of seconds, got {start_s}")
+    if variant not in VARIANTS:
+        raise ConfigError(
+            f"synthetic variant must be one of {', '.join(VARIANTS)}, not {variant!r}"
+        )
     rng = np.random.default_rng(seed)
-    times = _arrival_times(rng, rows, MEAN_RATE * rate_scale, start_s)
+    times = _arrival_times(rng, rows, MEAN_RATE * rate_scale, start_s, variant)
     gpt4 = rng.uniform(size=rows) < GPT4_SHARE
     conversation = rng.uniform(size=rows) < CONVERSATION_SHARE
     request = _request_tokens(rng, gpt4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from predictor.errors import ConfigError
-from predictor.synth import synthesize, write_trace
+from predictor.synth import VARIANTS, synthesize, write_trace
 from stream.cliutil import add_flag
 
 
@@ -20,18 +20,26 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         default=1.0,
         help="multiply the mean rate of 0.27 requests/s by this",
     )
+    add_flag(
+        p,
+        "--variant",
+        default="week",
+        help=f"rate profile, one of {', '.join(VARIANTS)}: the daily and weekly cycles alone "
+        "(week), or with on-off bursts (bursty), rate shifts every few minutes (regimes) "
+        "or a rate that wanders within minutes (drift)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     if not args.out:
         raise ConfigError("no output file given: pass --out FILE")
-    df = synthesize(args.rows, seed=args.seed, rate_scale=args.rate_scale)
+    df = synthesize(args.rows, seed=args.seed, rate_scale=args.rate_scale, variant=args.variant)
     out = write_trace(df, args.out)
     ts = df["Timestamp"]
     span = float(ts.iloc[-1] - ts.iloc[0]) if len(df) else 0.0
     rate = f"{len(df) / span:.3f} requests/s" if span > 0 else "n/a"
     print(
         f"wrote {len(df):,} rows spanning {span:,.0f} s ({span / 86_400:.2f} days), "
-        f"mean rate {rate}, to {out}"
+        f"mean rate {rate}, variant {args.variant}, to {out}"
     )
     return 0

@@ -226,3 +226,51 @@ def test_bad_arguments_are_refused() -> None:
         OnlineAggregator([])
     with pytest.raises(ValueError, match="cells, K"):
         OnlineAggregator(["a", "b"], cells=2).aggregate(np.zeros((2, 3)))
+
+
+# --- log1p space ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_log1p_space_is_the_raw_rule_on_log1p_values(rule: str) -> None:
+    x, y = _noisy(8, steps=150)
+    x = np.maximum(x, 0.0)
+    in_log = OnlineAggregator(list("abcd"), cells=3, rule=rule, space="log1p")
+    on_logs = OnlineAggregator(list("abcd"), cells=3, rule=rule)
+    for t in range(len(y)):
+        published = in_log.aggregate(x[t])
+        want = on_logs.aggregate(np.log1p(x[t]))
+        np.testing.assert_allclose(published, np.expm1(want), rtol=1e-12)
+        in_log.update(x[t], y[t], published)
+        on_logs.update(np.log1p(x[t]), np.log1p(y[t]), want)
+        np.testing.assert_allclose(in_log.weights(), on_logs.weights(), rtol=1e-9, atol=1e-12)
+
+
+def test_log1p_space_sheds_a_wildly_wrong_expert() -> None:
+    # a trend extrapolated in log space: right at first, then off by orders of magnitude
+    rng = np.random.default_rng(9)
+    steps = 300
+    y = rng.gamma(4.0, 25.0, size=(steps, 1))
+    good = y * rng.uniform(0.8, 1.2, size=(steps, 1))
+    wild = np.where(rng.uniform(size=(steps, 1)) < 0.2, 1e8, y)
+    x = np.stack([good, wild], axis=2)  # [T, 1, 2]
+    mae = {}
+    for space in ("raw", "log1p"):
+        aggs, _ = _run(OnlineAggregator(["good", "wild"], space=space), x, y)
+        mae[space] = float(np.abs(aggs[100:] - y[100:]).mean())
+    good_mae = float(np.abs(good[100:] - y[100:]).mean())
+    assert mae["log1p"] < 1.5 * good_mae
+    assert mae["raw"] > 100.0 * good_mae  # what the per-expert rate allows in raw space
+
+
+def test_log1p_space_survives_the_round_trip_and_old_states_read_as_raw() -> None:
+    x, y = _noisy(10, steps=60)
+    agg = OnlineAggregator(list("abcd"), cells=3, space="log1p")
+    _run(agg, np.maximum(x, 0.0), y)
+    restored = OnlineAggregator.from_dict(json.loads(json.dumps(agg.to_dict())))
+    assert restored.space == "log1p" and restored.to_dict() == agg.to_dict()
+    old = agg.to_dict()
+    del old["space"]
+    assert OnlineAggregator.from_dict(old).space == "raw"
+    with pytest.raises(ConfigError, match="space"):
+        OnlineAggregator(["a"], space="log")

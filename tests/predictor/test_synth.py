@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from predictor.errors import ConfigError
-from predictor.synth import COLUMNS, synthesize, write_trace
+from predictor.synth import COLUMNS, VARIANTS, synthesize, write_trace
 from predictor.traces import load_trace
 
 DAY_S = 86_400
@@ -106,3 +107,80 @@ def test_bad_arguments() -> None:
     for rows, rate_scale, start_s in ((-1, 1.0, 0.0), (5, 0.0, 0.0), (5, 1.0, -1.0)):
         with pytest.raises(ConfigError):
             synthesize(rows, rate_scale=rate_scale, start_s=start_s)
+
+
+# --- variants whose level moves within minutes ---------------------------------------
+
+#: sha256 of ``synthesize(3000, seed=5).to_csv(index=False)`` before variants existed
+WEEK_SHA256 = "83daeb9cb3ab030d8d7011bd2802e788bc8e67a92dafe4f57c91a9fda9a18442"
+
+
+def test_week_variant_is_the_unchanged_default() -> None:
+    week = synthesize(3000, seed=5, variant="week")
+    assert week.equals(synthesize(3000, seed=5))
+    digest = hashlib.sha256(week.to_csv(index=False).encode()).hexdigest()
+    assert digest == WEEK_SHA256
+
+
+def _counts(variant: str, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Requests per 10 s, 60 s and 300 s of a ~1.5 h trace at about 3-4 requests/s, from
+    noon (where the daily cycle is flat)."""
+    ts = synthesize(20_000, seed=seed, rate_scale=10, start_s=12 * 3600, variant=variant)[
+        "Timestamp"
+    ].to_numpy()
+    return tuple(np.bincount((ts - ts[0]) // w)[:-1].astype(float) for w in (10, 60, 300))
+
+
+def _jumps_2x(per_minute: np.ndarray) -> float:
+    """Share of minute boundaries across which the rate halves or doubles."""
+    return float((np.abs(np.diff(np.log(np.maximum(per_minute, 1.0)))) > np.log(2.0)).mean())
+
+
+@pytest.fixture(scope="module")
+def counts() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    return {v: _counts(v) for v in VARIANTS}
+
+
+def test_week_moves_slowly(counts: dict[str, tuple[np.ndarray, ...]]) -> None:
+    ten, minute, five = counts["week"]
+    assert ten.var() / ten.mean() < 6.0  # near Poisson-Gamma noise over 10 s
+    assert _jumps_2x(minute) < 0.02
+    assert np.log(five).std() < 0.25
+
+
+def test_bursty_has_bursts(counts: dict[str, tuple[np.ndarray, ...]]) -> None:
+    ten, minute, _ = counts["bursty"]
+    assert ten.var() / ten.mean() > 30.0  # over-dispersed 10 s counts: the bursts
+    assert np.quantile(ten, 0.99) > 4.0 * np.median(ten)
+    assert _jumps_2x(minute) > 0.2
+
+
+def test_regimes_shift_the_rate(counts: dict[str, tuple[np.ndarray, ...]]) -> None:
+    _, minute, five = counts["regimes"]
+    assert _jumps_2x(minute) > 0.1  # the rate changes by more than 2x at changepoints
+    assert np.log(np.maximum(five, 1.0)).std() > 0.4
+    # but stays put within a regime: most minutes are within 2x of the one before
+    assert _jumps_2x(minute) < 0.5
+
+
+def test_drift_wanders(counts: dict[str, tuple[np.ndarray, ...]]) -> None:
+    _, minute, five = counts["drift"]
+    assert np.log(np.maximum(five, 1.0)).std() > 0.4
+    log_minute = np.log(np.maximum(minute, 1.0))
+    assert np.corrcoef(log_minute[:-1], log_minute[1:])[0, 1] > 0.6  # it wanders, not jitters
+
+
+@pytest.mark.parametrize("variant", VARIANTS[1:])
+def test_variants_keep_the_schema_rate_and_determinism(variant: str) -> None:
+    df = synthesize(30_000, seed=3, variant=variant)
+    assert tuple(df.columns) == COLUMNS and df["Timestamp"].is_monotonic_increasing
+    assert df.equals(synthesize(30_000, seed=3, variant=variant))
+    assert not df.equals(synthesize(30_000, seed=3))
+    ts = df["Timestamp"].to_numpy()
+    assert 0.5 * 0.27 < len(ts) / (ts[-1] - ts[0]) < 2.0 * 0.27
+    assert len(synthesize(0, variant=variant)) == 0
+
+
+def test_unknown_variant_is_refused() -> None:
+    with pytest.raises(ConfigError, match="variant"):
+        synthesize(10, variant="weekly")

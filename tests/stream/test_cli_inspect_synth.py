@@ -6,8 +6,10 @@ import json
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from predictor.synth import synthesize
 from stream.cli import main
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -70,6 +72,14 @@ def test_synth_writes_a_trace_inspect_can_load(
     assert json.loads(capsys.readouterr().out)["rows_read"] == 200
 
 
+def test_synth_variant(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "regimes.csv"
+    argv = ["synth", "--rows", "500", "--seed", "2", "--out", str(out), "--variant", "regimes"]
+    assert main(argv) == 0
+    assert "variant regimes" in capsys.readouterr().out
+    assert pd.read_csv(out).equals(synthesize(500, seed=2, variant="regimes"))
+
+
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
@@ -81,6 +91,7 @@ def test_synth_writes_a_trace_inspect_can_load(
         (["inspect", str(BURST1), "--columns", "when=x"], "unknown field 'when'"),
         (["synth", "--rows", "10"], "--out"),
         (["synth", "--rows", "10", "--out", "x.csv", "--rate-scale", "0"], "rate scale"),
+        (["synth", "--rows", "10", "--out", "x.csv", "--variant", "fast"], "variant must be one"),
         (["serve", "--torch-threads", "-1"], "--torch-threads must be 0 or more"),
         (["run", "--torch-threads", "-1"], "--torch-threads must be 0 or more"),
         (["serve", "--history-records", "-5"], "--history-records must be 0 or more"),
