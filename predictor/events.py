@@ -82,7 +82,7 @@ class RequestEvent:
     session_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The wire form (DESIGN.md "Messages")."""
+        """The wire form (docs/design.md, "Messages")."""
         return {
             "timestamp": self.timestamp_s,
             "request_tokens": self.request_tokens,
