@@ -4,47 +4,13 @@ it meets the forecaster contract (shapes, finite, ordered bounds, no look-ahead)
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pytest
 
 from predictor.errors import ConfigError
 from predictor.models import Forecaster
 from predictor.models.arima import ArimaFit, ArimaPeer, auto_arima, forecast_origins, psi_weights
-from tests.predictor.test_forecaster_contract import (
-    SEQ_LEN,
-    C,
-    test_finite_on_extreme_windows,
-    test_interval_contains_point_and_is_finite,
-    test_no_look_ahead,
-    test_rolling_predict_start_and_empty,
-    test_same_seed_same_output,
-)
-
-# the shared contract checks, run here on the peers (collected by pytest from this module)
-__all__ = [
-    "test_finite_on_extreme_windows",
-    "test_interval_contains_point_and_is_finite",
-    "test_no_look_ahead",
-    "test_rolling_predict_start_and_empty",
-    "test_same_seed_same_output",
-]
-
-PEERS: dict[str, Callable[[int, int], Forecaster]] = {
-    "arima": lambda h, seed: ArimaPeer(horizon=h, channels=C, seq_len=SEQ_LEN),
-    "arima_log1p": lambda h, seed: ArimaPeer(horizon=h, channels=C, seq_len=SEQ_LEN, log1p=True),
-}
-
-
-@pytest.fixture(params=sorted(PEERS))
-def name(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def factory(name: str) -> Callable[[int, int], Forecaster]:
-    return PEERS[name]
+from tests.predictor.test_forecaster_contract import SEQ_LEN, C
 
 
 def _arma(

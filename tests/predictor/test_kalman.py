@@ -4,47 +4,13 @@ contract (shapes, finite, ordered bounds, no look-ahead)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pytest
 
 from predictor.errors import ConfigError
 from predictor.models import Forecaster, rolling_predict
 from predictor.models.kalman import KalmanTrend
-from tests.predictor.test_forecaster_contract import (
-    SEQ_LEN,
-    C,
-    test_finite_on_extreme_windows,
-    test_interval_contains_point_and_is_finite,
-    test_no_look_ahead,
-    test_rolling_predict_start_and_empty,
-    test_same_seed_same_output,
-)
-
-# the shared contract checks, run here on the peers (collected by pytest from this module)
-__all__ = [
-    "test_finite_on_extreme_windows",
-    "test_interval_contains_point_and_is_finite",
-    "test_no_look_ahead",
-    "test_rolling_predict_start_and_empty",
-    "test_same_seed_same_output",
-]
-
-PEERS: dict[str, Callable[[int, int], Forecaster]] = {
-    "kalman": lambda h, seed: KalmanTrend(horizon=h, channels=C, seq_len=SEQ_LEN),
-    "kalman_log1p": lambda h, seed: KalmanTrend(horizon=h, channels=C, seq_len=SEQ_LEN, log1p=True),
-}
-
-
-@pytest.fixture(params=sorted(PEERS))
-def name(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture
-def factory(name: str) -> Callable[[int, int], Forecaster]:
-    return PEERS[name]
+from tests.predictor.test_forecaster_contract import SEQ_LEN, C
 
 
 def _reference(z: np.ndarray, q_level: float, q_trend: float, r: float) -> tuple[float, float]:
