@@ -36,6 +36,8 @@ MAX_QUANTILES = 15
 MAX_HIDDEN_SIZE = 4096
 MAX_LAYERS = 8
 MAX_ENSEMBLE = 32
+#: candidate level windows of a load network (``level_windows``)
+MAX_LEVEL_WINDOWS = 8
 #: values (parameters and buffers) a model's state may hold: 16 MB of float32
 MAX_PARAMETERS = 4_000_000
 #: size of a weights file (the largest state plus the archive's overhead)
@@ -197,6 +199,17 @@ def _check_params(params: dict[str, Any], seq_len: int) -> None:
     integer("kernel_size", 1, MAX_SEQ_LEN)
     if params.get("level_len") is not None:
         integer("level_len", 1, seq_len)
+    windows = params.get("level_windows")
+    if windows is not None and not (
+        isinstance(windows, list)
+        and 1 <= len(windows) <= MAX_LEVEL_WINDOWS
+        and all(_is_int(w) and 1 <= w <= seq_len for w in windows)
+    ):
+        raise _bad(
+            "spec.params.level_windows",
+            f"1 to {MAX_LEVEL_WINDOWS} integers in [1, {seq_len}]",
+            windows,
+        )
     dropout = params.get("dropout", 0.0)
     if not _is_number(dropout) or not 0 <= dropout < 1:
         raise _bad("spec.params.dropout", "a number in [0, 1)", dropout)

@@ -111,6 +111,14 @@ class WindowNorm(nn.Module):
     network's space, so that at ``mix == 1`` an untrained network forecasts exactly
     the moving-mean baseline (the log-space mean sits below it, by more the more
     skewed the quantity is, and the level blend could reach neither baseline).
+
+    With ``level_windows`` the level is instead a learned convex mix, per channel, of
+    several candidate levels: the median and the mean (raw-value mean with
+    ``raw_scale``) over each window's last steps. The mix starts uniform, so an
+    untrained network forecasts the average of those moving medians and means, and
+    training moves the weight to the windows that forecast this traffic best: no one
+    level window is fixed in advance (a 30-bin level lags traffic whose level moves
+    within a few bins; a 3-bin level is noisy on steady traffic).
     """
 
     log_mean: torch.Tensor  # buffers of a raw-value mean
@@ -124,6 +132,8 @@ class WindowNorm(nn.Module):
         offsets: torch.Tensor | None = None,
         mix_channels: int | None = None,
         raw_scale: tuple[Sequence[float], Sequence[float]] | None = None,
+        level_windows: Sequence[int] | None = None,
+        channels: int = 1,
     ) -> None:
         super().__init__()
         if mode not in ("median", "mean", "none"):
@@ -134,9 +144,22 @@ class WindowNorm(nn.Module):
             raise ConfigError(f"a level mix blends the median with the mean, not {mode!r}")
         self.net, self.mode, self.level_len = net, mode, level_len
         self.mix = None if mix_channels is None else nn.Parameter(torch.zeros(mix_channels))
+        self.windows = tuple(int(w) for w in level_windows or ())
+        self.level_logits = None
+        if self.windows:
+            if mode != "median" or mix_channels is not None or level_len is not None:
+                raise ConfigError("level_windows replaces level_len and level_mix (median norm)")
+            if min(self.windows) < 1:
+                raise ConfigError(f"level windows must be at least 1, got {self.windows}")
+            # start with half the weight on the longest window's median, the steadiest
+            # candidate, the rest spread evenly over the others
+            k = 2 * len(self.windows)
+            logits = torch.zeros(channels, k)
+            logits[:, 2 * self.windows.index(max(self.windows))] = math.log(k - 1)
+            self.level_logits = nn.Parameter(logits)
         self.raw_mean = raw_scale is not None
         if raw_scale is not None:
-            if mix_channels is None:
+            if mix_channels is None and not self.windows:
                 raise ConfigError("a raw-value mean only serves the level mix (level_mix)")
             # the scaler's, saved with the weights too: a reader that does not know this
             # level then fails on the unexpected keys instead of using the log-space mean
@@ -157,6 +180,9 @@ class WindowNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode == "none":
             return self.net(x)
+        if self.level_logits is not None:
+            level = self._window_level(x)
+            return self.net(x - level) + level.unsqueeze(-1)
         recent = x if self.level_len is None else x[:, -self.level_len :, :]
         median = self.mode == "median"
         level = lower_median(recent) if median else recent.mean(dim=1, keepdim=True)  # [B, 1, C]
@@ -164,6 +190,17 @@ class WindowNorm(nn.Module):
             level = level + self.mix * (self._mean(recent) - level)
         out = self.net(x - level)  # [B, H, C, Q]
         return out + level.unsqueeze(-1)  # [B, 1, C, 1] broadcasts over H and Q
+
+    def _window_level(self, x: torch.Tensor) -> torch.Tensor:
+        """The learned mix of each window's median and mean, ``[B, 1, C]``."""
+        assert self.level_logits is not None
+        cands = []
+        for w in self.windows:
+            recent = x[:, -w:, :]
+            cands += [lower_median(recent), self._mean(recent)]
+        stacked = torch.stack(cands, dim=-1)  # [B, 1, C, K]
+        weights = torch.softmax(self.level_logits, dim=-1)  # [C or 1, K]
+        return (stacked * weights).sum(dim=-1)
 
     def _mean(self, recent: torch.Tensor) -> torch.Tensor:
         """The window's mean level, ``[B, 1, C]``: of the scaled log values, or with
@@ -237,6 +274,7 @@ LEVEL_MEANS = ("log", "raw")
 def build_member(spec: NeuralSpec, scaler: Scaler | None = None) -> nn.Module:
     """One network of ``spec``, its window normalisation around it."""
     level_len = spec.params.get("level_len")
+    windows = spec.params.get("level_windows")
     level_mean = str(spec.params.get("level_mean", "log"))
     if level_mean not in LEVEL_MEANS:
         raise ConfigError(f"unknown level_mean {level_mean!r}; choose from {LEVEL_MEANS}")
@@ -252,6 +290,8 @@ def build_member(spec: NeuralSpec, scaler: Scaler | None = None) -> nn.Module:
         initial_offsets(spec.quantiles),
         spec.channels if spec.params.get("level_mix") else None,
         raw_scale,
+        None if windows is None else [int(w) for w in windows],
+        spec.channels,
     )
 
 
@@ -292,7 +332,8 @@ def parameter_count(spec: NeuralSpec) -> int:
         net = lstm + (hidden + 1) * out + (c + 1) * out  # the head and the skip path
     else:
         raise ConfigError(f"unknown model {spec.arch!r}; choose from {', '.join(ARCHITECTURES)}")
-    mix = c if spec.params.get("level_mix") else 0
+    windows = spec.params.get("level_windows") or []
+    mix = c if spec.params.get("level_mix") else c * 2 * len(windows)
     raw = 2 * c if mix and str(spec.params.get("level_mean", "log")) == "raw" else 0
     return ensemble_size(spec) * (net + mix + raw)
 

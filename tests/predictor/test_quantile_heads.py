@@ -21,6 +21,10 @@ from predictor.models.neural import (
 )
 from trainer.train import TrainConfig, train_forecaster
 
+#: a load network's level as one 30-bin median blended towards the 30-bin mean (the
+#: load networks' settings before ``level_windows``; artifacts may still carry them)
+MIX_30 = {"level_len": 30, "level_mix": True, "learning_rate": 3e-4}
+
 
 @pytest.mark.parametrize("arch", ["lstm", "dlinear"])
 def test_an_untrained_network_forecasts_the_level_inside_an_interval(arch: str) -> None:
@@ -109,7 +113,6 @@ def test_a_raw_value_mean_level_is_the_moving_mean_baseline(tmp_path: Path) -> N
     mean of the log values, the other ``level_mean``, sits well below it on skewed load);
     an artifact rebuilds the level from its scaler."""
     from predictor.models.baselines import RollingMean
-    from trainer.train import params_for_load
 
     rng = np.random.default_rng(4)
     history = rng.gamma(0.5, 200.0, size=(500, 3))  # skewed, some bins near 0
@@ -118,9 +121,7 @@ def test_a_raw_value_mean_level_is_the_moving_mean_baseline(tmp_path: Path) -> N
     baseline = RollingMean(30, horizon=4).predict(windows).point  # [B, H, C]
 
     def level_forecast(level_mean: str) -> tuple[NeuralForecaster, np.ndarray]:
-        spec = NeuralSpec(
-            "dlinear", 48, 4, params={**params_for_load("dlinear"), "level_mean": level_mean}
-        )
+        spec = NeuralSpec("dlinear", 48, 4, params={**MIX_30, "level_mean": level_mean})
         fc = NeuralForecaster(spec, build_member(spec, scaler), scaler)
         with torch.no_grad():
             fc.module.mix.fill_(1.0)
@@ -135,9 +136,7 @@ def test_a_raw_value_mean_level_is_the_moving_mean_baseline(tmp_path: Path) -> N
     loaded, _ = load_artifact(info.path)
     np.testing.assert_allclose(loaded.predict(windows).point, raw_level)
     # the level's scale is in the weights: a reader without this level refuses them
-    log_spec = NeuralSpec(
-        "dlinear", 48, 4, params={**params_for_load("dlinear"), "level_mean": "log"}
-    )
+    log_spec = NeuralSpec("dlinear", 48, 4, params={**MIX_30, "level_mean": "log"})
     old_reader = build_member(log_spec)
     state = torch.load(info.path / WEIGHTS, weights_only=True)
     assert {"log_mean", "log_std"} <= set(state)
@@ -162,3 +161,49 @@ def test_a_raw_value_mean_level_neither_overflows_nor_runs_without_its_scaler() 
         out = member(torch.full((2, 16, 3), 400.0))  # log1p values near 200: exp overflows
     assert torch.isfinite(out).all()
     torch.testing.assert_close(out[..., 1], torch.full((2, 2, 3), 400.0))
+
+
+def test_a_level_over_several_windows_starts_half_on_the_longest_median(tmp_path: Path) -> None:
+    """With ``level_windows`` an untrained load network forecasts a fixed mix of each
+    window's median and mean (half the weight on the longest window's median, the rest
+    even), its learned weights move the level per channel, and an artifact brings them back."""
+    torch.manual_seed(0)
+    spec = NeuralSpec("dlinear", seq_len=24, horizon=2, params={"level_windows": [2, 10]})
+    member = build_member(spec)
+    x = torch.randn(8, 24, 3) ** 2
+    cands = [
+        lower_median(x[:, -2:, :]),
+        x[:, -2:, :].mean(dim=1, keepdim=True),
+        lower_median(x[:, -10:, :]),
+        x[:, -10:, :].mean(dim=1, keepdim=True),
+    ]
+    start = (cands[0] + cands[1] + cands[3]) / 6 + cands[2] / 2
+
+    def median_row(module: torch.nn.Module) -> torch.Tensor:
+        with torch.no_grad():
+            return module(x)[..., 1]
+
+    torch.testing.assert_close(median_row(member), start.expand(8, 2, 3))
+    with torch.no_grad():
+        member.level_logits.copy_(torch.tensor([[50.0, 0, 0, 0], [0, 50.0, 0, 0], [0, 0, 0, 50.0]]))
+    expected = torch.cat([cands[0][..., :1], cands[1][..., 1:2], cands[3][..., 2:]], dim=-1)
+    torch.testing.assert_close(median_row(member), expected.expand(8, 2, 3))
+
+    raw = np.random.default_rng(0).gamma(1.0, 50.0, size=(64, 3))
+    fc = NeuralForecaster(spec, member, Scaler.fit(to_log(raw)))
+    loaded, _ = load_artifact(save_artifact(fc, tmp_path, preset="cpu").path)
+    torch.testing.assert_close(loaded.module.level_logits, member.level_logits)
+
+
+def test_level_weights_train_fast_and_without_weight_decay() -> None:
+    """The level weights are in the fast group with no weight decay: decay would pull
+    them back to an even mix, away from what the data choose."""
+    from trainer.train import MIX_LR_FACTOR, _param_groups, params_for_load
+
+    spec = NeuralSpec("lstm", seq_len=32, horizon=1, params=params_for_load("lstm"))
+    module = build_member(spec, Scaler.fit(to_log(np.ones((4, 3)))))
+    cfg = TrainConfig(model="lstm", seq_len=32, params=params_for_load("lstm"))
+    groups = _param_groups(module, cfg)
+    fast = [g for g in groups if g.get("weight_decay") == 0.0]
+    assert len(fast) == 1 and fast[0]["lr"] == pytest.approx(groups[0]["lr"] * MIX_LR_FACTOR)
+    assert any(p is module.level_logits for p in fast[0]["params"])

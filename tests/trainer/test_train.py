@@ -289,10 +289,11 @@ def test_the_level_blend_learns_faster_than_the_network() -> None:
     a network without a blend has one group."""
     from predictor.features import Scaler
     from predictor.models.neural import NeuralSpec, build_module
-    from trainer.train import MIX_LR_FACTOR, _param_groups, params_for_load
+    from trainer.train import MIX_LR_FACTOR, _param_groups
 
     cfg = TrainConfig("lstm", learning_rate=2e-3, weight_decay=0.05)
-    spec = NeuralSpec("lstm", seq_len=16, horizon=3, params=params_for_load("lstm", 2))
+    blend = {"level_len": 8, "level_mix": True, "level_mean": "raw", "ensemble": 2}
+    spec = NeuralSpec("lstm", seq_len=16, horizon=3, params=blend)
     module = build_module(spec, Scaler((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
     groups = _param_groups(module, cfg)
     ids = [id(p) for g in groups for p in g["params"]]
