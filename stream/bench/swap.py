@@ -48,7 +48,13 @@ from predictor.background import PeriodicWorker
 from predictor.errors import ConfigError
 from predictor.streams import stream_series
 from predictor.traces import iter_events
-from stream.cliutil import add_flag, add_trace_flags, load_from_args, set_torch_threads
+from stream.cliutil import (
+    add_flag,
+    add_trace_flags,
+    kafka_config,
+    load_from_args,
+    set_torch_threads,
+)
 from stream.metrics import Metrics
 from stream.service import ForecastService, Message, ServeConfig
 from stream.transport import MemoryBroker, Sink, Source
@@ -232,9 +238,9 @@ def _transport(args: argparse.Namespace, topic: str) -> tuple[Source, Sink, Sink
         return broker.source(topic, "bench-swap"), broker.sink(), broker.sink(), "in process", []
     from stream.kafka_admin import ensure_topics, wait_for_broker
     from stream.kafka_batch import BatchKafkaSink
-    from stream.kafka_io import KafkaConfig, KafkaSink, KafkaSource
+    from stream.kafka_io import KafkaSink, KafkaSource
 
-    kafka = KafkaConfig.from_args(args)
+    kafka = kafka_config(args)
     wait_for_broker(kafka, timeout_s=30)
     ensure_topics(kafka, {topic: 1, f"{topic}.forecasts": 1, f"{topic}.dlq": 1})
     source = KafkaSource(

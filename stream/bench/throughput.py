@@ -84,7 +84,7 @@ from predictor.errors import ConfigError, ReqcastError
 from predictor.events import RequestEvent
 from predictor.tasks import NEXT_REQUEST
 from stream.bench.throughput_worker import BACKGROUND_SUFFIX, LINE_PREFIX
-from stream.cliutil import add_flag, check_torch_threads
+from stream.cliutil import add_flag, add_kafka_flags, check_torch_threads, kafka_config
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +102,11 @@ class BenchError(ReqcastError):
 
 # -- command line ---------------------------------------------------------------------------
 def add_parser(p: argparse.ArgumentParser) -> None:
-    from stream.kafka_io import KafkaConfig
-
     p.description = (
         "Throughput, event-to-forecast latency and memory of the serving loop, against a "
         "bare kafka-python consume-decode-produce echo on the same broker and events."
     )
-    KafkaConfig.add_flags(p)
+    add_kafka_flags(p)
     add_flag(p, "--events", type=int, default=100_000, help="events per measurement")
     add_flag(
         p,
@@ -226,10 +224,9 @@ def _check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from stream.kafka_admin import ensure_topics, wait_for_broker
-    from stream.kafka_io import KafkaConfig
 
     _check(args)
-    kafka = KafkaConfig.from_args(args)
+    kafka = kafka_config(args)
     wait_for_broker(kafka, timeout_s=30)
     models = _ensure_models(args.model_dir, args.models, args.seed)
     topics = _Topics(f"reqcast-bench-{uuid.uuid4().hex[:8]}")
