@@ -41,13 +41,14 @@ from trainer.device import resolve_device
 
 #: architecture settings of load models: the level they start from (and forecast the
 #: deviation from) is the median of the last 30 bins, the strongest simple load
-#: forecaster on both benchmark traces (README "Accuracy: load"), blended per quantity
-#: towards the 30-bin mean of the raw values (the moving-mean baseline) by a learned weight
+#: forecaster on both benchmark traces (docs/benchmarks.md, "Accuracy: load"), blended per
+#: quantity towards the 30-bin mean of the raw values (the moving-mean baseline) by a
+#: learned weight
 LOAD_PARAMS: dict[str, Any] = {"level_len": 30, "level_mix": True, "level_mean": "raw"}
 #: per model, what its load networks add: DLinear's learning rate (a training setting,
 #: recorded in the artifact with the rest). At the default 1e-3 its best epoch on
 #: the benchmark week was the 1st to 3rd, one epoch overshooting the optimum; at 3e-4 it
-#: is the 8th to 10th, and it forecasts load better (README "Accuracy: load")
+#: is the 8th to 10th, and it forecasts load better (docs/benchmarks.md, "Accuracy: load")
 LOAD_MODEL_PARAMS: dict[str, dict[str, Any]] = {"dlinear": {"learning_rate": 3e-4}}
 #: the learning rate of a network without its own ``learning_rate`` setting
 DEFAULT_LEARNING_RATE = 1e-3
@@ -296,7 +297,7 @@ def train_forecaster(
 #: this many times faster than the network, without weight decay: at the network's rate
 #: they move about 0.001 a step and hardly leave 0 in the few epochs a network trains
 #: (DLinear's best epoch on the benchmark week is the first). 10 rather than 30: at 30
-#: the week's load forecasts got worse (README "Accuracy: load")
+#: the week's load forecasts got worse (docs/benchmarks.md, "Accuracy: load")
 MIX_LR_FACTOR = 10.0
 
 
