@@ -1,7 +1,7 @@
 """Background workers: one daemon thread each, started once and stopped once.
 
-The periodic trainer, the status line and the benchmarks' version loader all run a loop
-beside the serving loop. :class:`BackgroundWorker` holds what they share (a named daemon
+The periodic trainer, the model-topic follower, the model-directory watcher, the status
+line and the benchmarks' version loader all run a loop beside the serving loop. :class:`BackgroundWorker` holds what they share (a named daemon
 thread, a stop event its loop watches, a bounded join on stop); :class:`PeriodicWorker`
 is the common case, a :meth:`~PeriodicWorker.tick` every ``interval_s`` seconds. No I/O
 here: what a worker does is the subclass's business.

@@ -11,11 +11,12 @@ the widening at 0 and a too-wide interval could not narrow).
 
 The quantile's level adapts too (adaptive conformal inference, Gibbs and Candès,
 2021): it starts at the nominal coverage and, with every outcome, moves up by
-``step * (1 - coverage)`` when the calibrated interval missed it and down by
-``step * coverage`` when it held it. Over any long run the calibrated intervals then
-cover close to the nominal share of outcomes, also where a fixed quantile cannot: on
-small counts, say, where one width covers 66 % of bins and the next 88 % (the level
-then alternates between them; ``tests/predictor/test_calibration.py``).
+``step * coverage`` when the calibrated interval missed it and down by
+``step * (1 - coverage)`` when it held it (at coverage 0.8: up 0.8 steps, down 0.2).
+Over any long run the calibrated intervals then cover close to the nominal share of
+outcomes, also where a fixed quantile cannot: on small counts, say, where one width
+covers 66 % of bins and the next 88 % (the level then alternates between them;
+``tests/predictor/test_calibration.py``).
 
 >>> import numpy as np
 >>> c = OnlineConformal(size=100, min_count=1)

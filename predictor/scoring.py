@@ -66,7 +66,8 @@ class RollingScores:
         return float(np.mean(vals)) if vals else None
 
     def best(self, quantity: str, models: Iterable[str], min_count: int = 20) -> str | None:
-        """The model with the lowest rolling MAE on ``quantity`` (None until each has ``min_count``)."""
+        """The model with the lowest rolling MAE on ``quantity`` among ``models`` that have at
+        least ``min_count`` outcomes of it (None while none has)."""
         scored = [
             (self.mae(m, quantity), m) for m in models if self.count(m, quantity) >= min_count
         ]

@@ -1,6 +1,7 @@
 """Synthetic BurstGPT-like traces, for demos, tests and benchmarks without the real files.
 
-The shape follows the published BurstGPT figures (see ``shared/data/README.md``):
+The shape follows the published BurstGPT figures (Wang et al., "BurstGPT: A Real-World
+Workload Dataset to Optimize LLM Serving Systems", KDD 2025; github.com/HPMLL/BurstGPT):
 about 0.27 requests/s on average, a daily cycle that peaks at 14:00 and bottoms out
 at 07:00 with a peak/valley ratio of hourly requests near 11.7, a milder weekly
 cycle (quieter weekends), bursty arrivals (Gamma inter-arrivals with shape below 1,

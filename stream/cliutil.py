@@ -2,7 +2,9 @@
 
 :func:`load_from_args` reads the trace that the trace flags name (or a synthetic one);
 it lives here rather than under :mod:`stream.commands` so that the benchmarks, which
-take parsed flags too, need nothing from the commands package.
+take parsed flags too, need nothing from the commands package. :func:`add_kafka_flags`
+and :func:`kafka_config` turn the Kafka connection flags into a
+:class:`stream.kafka_io.KafkaConfig`, so the Kafka adapters know nothing of flags.
 
 Every flag added through :func:`add_flag` reads its default from an environment
 variable named ``REQCAST_<FLAG>`` (dashes become underscores) and says so in
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from predictor.traces import LoadReport
+    from stream.kafka_io import KafkaConfig
 
 ENV_PREFIX = "REQCAST_"
 
@@ -68,6 +72,49 @@ def add_flag(
         if nargs is not None:
             kwargs["nargs"] = nargs
     parser.add_argument(flag, **kwargs)
+
+
+def add_kafka_flags(parser: argparse.ArgumentParser | Any) -> None:
+    """Add ``--bootstrap-servers``, ``--security-protocol``, ``--sasl-mechanism``,
+    ``--ssl-cafile``, each with its ``REQCAST_*`` fallback."""
+    # imported here: kafka-python is not needed by the commands that never reach a broker
+    from stream.kafka_io import PASSWORD_ENV, SASL_MECHANISMS, SECURITY_PROTOCOLS, USERNAME_ENV
+
+    add_flag(parser, "--bootstrap-servers", help="Kafka brokers, host:port[,host:port...]")
+    add_flag(
+        parser,
+        "--security-protocol",
+        default="PLAINTEXT",
+        choices=SECURITY_PROTOCOLS,
+        help="how to talk to the brokers",
+    )
+    add_flag(
+        parser,
+        "--sasl-mechanism",
+        choices=SASL_MECHANISMS,
+        help=f"SASL mechanism; the credentials are read from {USERNAME_ENV} and "
+        f"{PASSWORD_ENV} only, never from flags",
+    )
+    add_flag(parser, "--ssl-cafile", help="CA bundle to verify the brokers' certificates")
+
+
+def kafka_config(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> KafkaConfig:
+    """The :class:`~stream.kafka_io.KafkaConfig` of parsed :func:`add_kafka_flags` flags plus
+    the SASL credentials in ``environ`` (default: the process environment)."""
+    from stream.kafka_io import PASSWORD_ENV, USERNAME_ENV, KafkaConfig
+
+    env = os.environ if environ is None else environ
+    servers = getattr(args, "bootstrap_servers", None)
+    if not servers:
+        raise ConfigError(f"Kafka needs --bootstrap-servers (or {env_name('--bootstrap-servers')})")
+    return KafkaConfig(
+        bootstrap_servers=servers,
+        security_protocol=getattr(args, "security_protocol", None) or "PLAINTEXT",
+        sasl_mechanism=getattr(args, "sasl_mechanism", None),
+        sasl_username=env.get(USERNAME_ENV) or None,
+        sasl_password=env.get(PASSWORD_ENV) or None,
+        ssl_cafile=getattr(args, "ssl_cafile", None),
+    )
 
 
 def add_trace_flags(parser: argparse.ArgumentParser, *, required: bool = False) -> None:

@@ -2,7 +2,8 @@
 
 :class:`KafkaSink` implements :class:`stream.transport.Sink` and :class:`KafkaSource`
 implements :class:`stream.transport.Source`; :class:`KafkaConfig` holds the connection
-and security settings they share (built from ``--bootstrap-servers`` and friends).
+and security settings they share (the command line builds it from ``--bootstrap-servers``
+and friends; this module knows nothing of flags).
 Group-less readers and topic administration live in :mod:`stream.kafka_admin`. Every
 kafka-python error leaves these adapters as :class:`predictor.errors.BrokerError`,
 with the original chained, except a record batch that cannot be decoded: that is an
@@ -15,13 +16,10 @@ with the original chained, except a record batch that cannot be decoded: that is
 
 from __future__ import annotations
 
-import argparse
 import logging
-import os
 import re
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +28,6 @@ from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
 from kafka.structs import OffsetAndMetadata
 
 from predictor.errors import BrokerError, ConfigError, InputError
-from stream.cliutil import add_flag, env_name
 from stream.transport import AssignCallback, Record
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -40,8 +37,10 @@ log = logging.getLogger(__name__)
 #: how long closing a source waits for its last commit (the broker may be gone)
 CLOSE_COMMIT_TIMEOUT_MS = 10_000
 
-USERNAME_ENV = env_name("--sasl-username")
-PASSWORD_ENV = env_name("--sasl-password")
+#: the environment variables the SASL credentials come from (never flags); the command
+#: line reads them, as it is the one reader of the environment
+USERNAME_ENV = "REQCAST_SASL_USERNAME"
+PASSWORD_ENV = "REQCAST_SASL_PASSWORD"
 
 #: producer settings for at-least-once delivery with good throughput; overridable
 PRODUCER_DEFAULTS: dict[str, Any] = {
@@ -140,47 +139,6 @@ class KafkaConfig:
         }
         kwargs.update({k: v for k, v in optional.items() if v is not None})
         return kwargs
-
-    @staticmethod
-    def add_flags(parser: argparse.ArgumentParser | Any) -> None:
-        """Add ``--bootstrap-servers``, ``--security-protocol``, ``--sasl-mechanism``,
-        ``--ssl-cafile``, each with its ``REQCAST_*`` fallback."""
-        add_flag(parser, "--bootstrap-servers", help="Kafka brokers, host:port[,host:port...]")
-        add_flag(
-            parser,
-            "--security-protocol",
-            default="PLAINTEXT",
-            choices=SECURITY_PROTOCOLS,
-            help="how to talk to the brokers",
-        )
-        add_flag(
-            parser,
-            "--sasl-mechanism",
-            choices=SASL_MECHANISMS,
-            help=f"SASL mechanism; the credentials are read from {USERNAME_ENV} and "
-            f"{PASSWORD_ENV} only, never from flags",
-        )
-        add_flag(parser, "--ssl-cafile", help="CA bundle to verify the brokers' certificates")
-
-    @classmethod
-    def from_args(
-        cls, args: argparse.Namespace, environ: Mapping[str, str] | None = None
-    ) -> KafkaConfig:
-        """Build from parsed :meth:`add_flags` flags plus the SASL credentials in ``environ``."""
-        env = os.environ if environ is None else environ
-        servers = getattr(args, "bootstrap_servers", None)
-        if not servers:
-            raise ConfigError(
-                f"Kafka needs --bootstrap-servers (or {env_name('--bootstrap-servers')})"
-            )
-        return cls(
-            bootstrap_servers=servers,
-            security_protocol=getattr(args, "security_protocol", None) or "PLAINTEXT",
-            sasl_mechanism=getattr(args, "sasl_mechanism", None),
-            sasl_username=env.get(USERNAME_ENV) or None,
-            sasl_password=env.get(PASSWORD_ENV) or None,
-            ssl_cafile=getattr(args, "ssl_cafile", None),
-        )
 
 
 class KafkaSink:

@@ -21,7 +21,6 @@ import base64
 import json
 import logging
 import tempfile
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from predictor.artifacts import (
     load_artifact,
     validate_meta,
 )
+from predictor.background import BackgroundWorker, PeriodicWorker
 from predictor.errors import ModelLoadError
 from predictor.models.base import Forecaster
 from predictor.models.neural import NeuralForecaster
@@ -172,8 +172,9 @@ def install_message(
     return False
 
 
-class ModelTopicFollower:
-    """Reads the compacted model topic from the beginning and keeps following it."""
+class ModelTopicFollower(BackgroundWorker):
+    """Reads the compacted model topic from the beginning and keeps following it, on its
+    own thread (``model-topic``) between :meth:`start` and :meth:`stop`."""
 
     def __init__(
         self,
@@ -183,6 +184,7 @@ class ModelTopicFollower:
         metrics: Metrics,
         device: str = "cpu",
     ) -> None:
+        super().__init__("model-topic", stop_timeout_s=10.0)
         self.kafka, self.topic, self.slots, self.metrics, self.device = (
             kafka,
             topic,
@@ -190,16 +192,7 @@ class ModelTopicFollower:
             metrics,
             device,
         )
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="model-topic", daemon=True)
         self.installed = 0
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
     def _loop(self) -> None:
         from kafka import KafkaConsumer, TopicPartition
@@ -248,9 +241,11 @@ class ModelTopicFollower:
 Compatibility = Callable[[dict[str, Any], Forecaster], "str | None"]
 
 
-class ModelDirWatcher:
-    """Polls the model directory and installs newer versions of ``task``'s models into
-    ``slots``; corrupt or (by ``compatible``) incompatible ones are rejected once."""
+class ModelDirWatcher(PeriodicWorker):
+    """Polls the model directory every ``interval_s`` seconds (on its own thread between
+    :meth:`start` and :meth:`stop`, or once per :meth:`check` call) and installs newer
+    versions of ``task``'s models into ``slots``; corrupt or (by ``compatible``)
+    incompatible ones are rejected once."""
 
     def __init__(
         self,
@@ -262,26 +257,17 @@ class ModelDirWatcher:
         task: str = "next_request",
         compatible: Compatibility | None = None,
     ) -> None:
+        super().__init__(f"model-dir-{task}", interval_s, stop_timeout_s=10.0)
         self.model_dir, self.slots, self.metrics = Path(model_dir), slots, metrics
-        self.interval_s, self.device, self.task = interval_s, device, task
+        self.device, self.task = device, task
         self.compatible = compatible
         self._rejected: set[str] = set()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"model-dir-{task}", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            try:
-                self.check()
-            except Exception:  # the watcher outlives anything; its models keep serving
-                log.exception("model dir %s: check failed; trying again", self.model_dir)
+    def tick(self) -> None:
+        try:
+            self.check()
+        except Exception:  # the watcher outlives anything; its models keep serving
+            log.exception("model dir %s: check failed; trying again", self.model_dir)
 
     def check(self) -> int:
         """Install any newer loadable version now; returns how many were installed."""

@@ -72,3 +72,15 @@ def test_only_the_bench_command_imports_the_benchmarks() -> None:
         if not f.startswith("stream/bench/") and f != "stream/commands/bench.py"
     ]
     assert found == []
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["stream/kafka_io.py", "stream/kafka_batch.py", "stream/kafka_admin.py", "stream/transport.py"],
+)
+def test_the_kafka_adapters_know_nothing_of_the_command_line(path: str) -> None:
+    """They take a built ``KafkaConfig``; ``stream.cliutil`` turns the flags into one."""
+    imported = [m for f, m in _imports("stream") if f == path]
+    assert [m for m in imported if _under(m, "argparse") or _under(m, "stream.cliutil")] == []
+    text = (ROOT / path).read_text(encoding="utf-8")
+    assert "argparse" not in text and "cliutil" not in text  # not even in a docstring

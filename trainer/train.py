@@ -43,12 +43,12 @@ from trainer.device import resolve_device
 #: deviation from) is a learned mix, per quantity, of the medians and raw-value means of
 #: the last 3, 6 and 30 bins (starting with half the weight on the 30-bin median), so the
 #: training data decide how fast the level moves rather than one window fixed in advance
-#: (docs/models.md, "Load networks")
+#: (docs/models.md)
 LOAD_PARAMS: dict[str, Any] = {"level_windows": [3, 6, 30], "level_mean": "raw"}
 #: per model, what its load networks add: DLinear's learning rate (a training setting,
 #: recorded in the artifact with the rest). At the default 1e-3 its best epoch on
 #: the benchmark week was the 1st to 3rd, one epoch overshooting the optimum; at 3e-4 it
-#: is the 8th to 10th, and it forecasts load better (docs/benchmarks.md)
+#: is the 8th to 10th, and it forecasts load better (docs/benchmarks.md, "Accuracy: load")
 LOAD_MODEL_PARAMS: dict[str, dict[str, Any]] = {"dlinear": {"learning_rate": 3e-4}}
 #: the learning rate of a network without its own ``learning_rate`` setting
 DEFAULT_LEARNING_RATE = 1e-3

@@ -384,7 +384,7 @@ class NeuralForecaster:
         self.calibration = (
             np.zeros((spec.horizon, spec.channels)) if calibration is None else calibration
         )
-        #: fraction of held-out outcomes inside the interval (see README "Confidence")
+        #: fraction of held-out outcomes inside the interval (docs/models.md, "Confidence")
         self.confidence = confidence
         self.device = torch.device(device)
         self.module = module.to(self.device).eval()

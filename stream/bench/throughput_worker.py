@@ -1,8 +1,8 @@
 """The pipeline processes of ``reqcast bench stream``: the bare echo and the serving loop.
 
-``stream.bench.throughput`` starts ``python -m stream.bench.throughput_worker`` once per pipeline,
-writes its plan (JSON) to the process's stdin and reads its reports, JSON lines that start
-with :data:`LINE_PREFIX`, from its stdout: ``ready`` once a phase's consumer joined its
+:mod:`stream.bench.throughput_pipelines` starts ``python -m stream.bench.throughput_worker``
+once per pipeline, writes its plan (JSON) to the process's stdin and reads its reports,
+JSON lines that start with :data:`LINE_PREFIX`, from its stdout: ``ready`` once a phase's consumer joined its
 group, ``result`` with a phase's figures (time spent per step, events, outputs, RSS
 readings), ``error`` with a one-line message. Each phase consumes from its own topic in
 its own consumer group; see :mod:`stream.bench.throughput` for what is measured.

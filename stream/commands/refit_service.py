@@ -20,7 +20,7 @@ from predictor.errors import InvalidEvent
 from predictor.events import RequestEvent, decode_event
 from predictor.streams import STREAM_KEYS
 from stream.broker_health import BrokerHealth
-from stream.cliutil import add_flag
+from stream.cliutil import add_flag, add_kafka_flags, kafka_config
 from stream.commands._refit import add_refit_flags, refit_config
 from stream.commands.serve import stop_on_signals
 from stream.metrics import METRICS_HOST, Metrics, serve_metrics
@@ -30,9 +30,7 @@ log = logging.getLogger(__name__)
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    from stream.kafka_io import KafkaConfig
-
-    KafkaConfig.add_flags(p)
+    add_kafka_flags(p)
     add_flag(p, "--input-topic", default="requests", help="topic of request events")
     add_flag(p, "--group-id", default="reqcast-trainer", help="the trainer's own consumer group")
     add_flag(
@@ -81,12 +79,12 @@ def _decode(records: list[Record]) -> list[RequestEvent]:
 
 def run(args: argparse.Namespace) -> int:
     from stream.kafka_admin import ensure_topics, read_before, wait_for_broker
-    from stream.kafka_io import KafkaConfig, KafkaSink, KafkaSource
+    from stream.kafka_io import KafkaSink, KafkaSource
     from stream.model_slots import read_slots
     from stream.model_sync import ModelPublisher
     from trainer.refit import RefitWorker
 
-    kafka = KafkaConfig.from_args(args)
+    kafka = kafka_config(args)
     wait_for_broker(kafka, timeout_s=30)
     ensure_topics(
         kafka, {args.model_topic: 1}, configs={args.model_topic: {"cleanup.policy": "compact"}}

@@ -11,17 +11,15 @@ import argparse
 from predictor.errors import ConfigError
 from predictor.streams import STREAM_KEYS
 from predictor.traces import iter_events, load_trace
-from stream.cliutil import add_flag, add_trace_flags
+from stream.cliutil import add_flag, add_kafka_flags, add_trace_flags, kafka_config
 from stream.commands.inspect import trace_path
 from stream.trace_replay import check_pacing, replay
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    from stream.kafka_io import KafkaConfig
-
     p.add_argument("path", nargs="?", help="trace file (same as --data-path)")
     add_trace_flags(p, required=True)
-    KafkaConfig.add_flags(p)
+    add_kafka_flags(p)
     add_flag(p, "--topic", default="requests", help="topic to publish the events to")
     add_flag(p, "--speed", type=float, help="times real time (event-time gaps / SPEED)")
     add_flag(p, "--rate", type=float, help="events per second")
@@ -43,12 +41,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stream.kafka_io import KafkaConfig, KafkaSink
+    from stream.kafka_io import KafkaSink
 
     check_pacing(args.speed, args.rate)
     if args.limit is not None and args.limit < 0:
         raise ConfigError(f"--limit must be 0 or more, got {args.limit}")
-    config = KafkaConfig.from_args(args)
+    config = kafka_config(args)
     path = trace_path(args)
     df, _ = load_trace(
         path, columns=args.columns, time_unit=args.time_unit, drop_failed=args.drop_failed

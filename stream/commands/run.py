@@ -175,11 +175,12 @@ def run(args: argparse.Namespace) -> int:
     sink: Sink
     publish: Sink
     if args.bootstrap_servers:
+        from stream.cliutil import kafka_config
         from stream.kafka_admin import ensure_topics
         from stream.kafka_batch import BatchKafkaSink
-        from stream.kafka_io import KafkaConfig, KafkaSink, KafkaSource
+        from stream.kafka_io import KafkaSink, KafkaSource
 
-        kafka = KafkaConfig.from_args(args)
+        kafka = kafka_config(args)
         ensure_topics(
             kafka, {config.input_topic: 1, config.output_topic: 1, config.dead_letter_topic: 1}
         )

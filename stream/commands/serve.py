@@ -184,9 +184,9 @@ def stop_on_signals(stop: threading.Event) -> None:
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    from stream.kafka_io import KafkaConfig
+    from stream.cliutil import add_kafka_flags
 
-    KafkaConfig.add_flags(p)
+    add_kafka_flags(p)
     add_flag(
         p,
         "--broker-wait",
@@ -296,15 +296,15 @@ def kafka_service(
 
 
 def run(args: argparse.Namespace) -> int:
+    from stream.cliutil import kafka_config
     from stream.kafka_admin import ensure_topics, wait_for_broker
     from stream.kafka_batch import BatchKafkaSink
-    from stream.kafka_io import KafkaConfig
     from stream.model_slots import have_models, read_slots
     from stream.service import tune_gc
     from trainer.device import resolve_device
 
     config = service_config(args)
-    kafka = KafkaConfig.from_args(args)
+    kafka = kafka_config(args)
     if not args.broker_wait > 0:
         raise ConfigError(f"--broker-wait must be positive, got {args.broker_wait:g}")
     metrics = service_metrics(args)

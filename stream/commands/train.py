@@ -24,7 +24,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         "--preset",
         default="simple",
         choices=list(PRESETS),
-        help="training preset (README: presets)",
+        help="training preset: simple (20,000 rows), production (the whole trace) or cpu "
+        '(5,000 rows, shorter windows, CPU); each one\'s settings: docs/models.md, "Training"',
     )
     add_trace_flags(p)
     add_flag(

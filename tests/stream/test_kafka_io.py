@@ -18,6 +18,7 @@ from kafka.errors import CommitFailedError
 from kafka_proxy import TcpProxy, proxied_config
 
 from predictor.errors import BrokerError, ConfigError
+from stream import cliutil
 from stream.kafka_admin import ensure_topics, read_all, read_before, read_recent, wait_for_broker
 from stream.kafka_io import CLOSE_COMMIT_TIMEOUT_MS, KafkaConfig, KafkaSink, KafkaSource
 from stream.transport import Record
@@ -66,12 +67,12 @@ def test_config_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> N
     for var in ("BOOTSTRAP_SERVERS", "SECURITY_PROTOCOL", "SASL_MECHANISM", "SSL_CAFILE"):
         monkeypatch.delenv(f"REQCAST_{var}", raising=False)
     parser = argparse.ArgumentParser()
-    KafkaConfig.add_flags(parser)
+    cliutil.add_kafka_flags(parser)
     assert "REQCAST_SASL_PASSWORD" in parser.format_help()
     flags = "--bootstrap-servers a:9093,b:9093 --security-protocol SASL_SSL"
     args = parser.parse_args(f"{flags} --sasl-mechanism SCRAM-SHA-512 --ssl-cafile /ca.pem".split())
     env = {"REQCAST_SASL_USERNAME": "svc", "REQCAST_SASL_PASSWORD": "s3cret"}
-    config = KafkaConfig.from_args(args, environ=env)
+    config = cliutil.kafka_config(args, environ=env)
     assert config.client_kwargs() == {
         "bootstrap_servers": ["a:9093", "b:9093"],
         "client_id": "reqcast",
@@ -83,9 +84,9 @@ def test_config_from_flags_and_environment(monkeypatch: pytest.MonkeyPatch) -> N
     }
     assert "s3cret" not in repr(config)
     with pytest.raises(ConfigError, match="REQCAST_SASL_USERNAME"):
-        KafkaConfig.from_args(args, environ={})
+        cliutil.kafka_config(args, environ={})
     with pytest.raises(ConfigError, match="--bootstrap-servers"):
-        KafkaConfig.from_args(parser.parse_args([]), environ=env)
+        cliutil.kafka_config(parser.parse_args([]), environ=env)
     with pytest.raises(ConfigError):
         KafkaConfig("a:9092", security_protocol="TLS")
 

@@ -301,6 +301,32 @@ def test_the_follower_outlives_an_unexpected_error(
 
 
 # -- the model directory at start-up ---------------------------------------------------------
+def test_model_workers_share_the_background_worker_lifecycle(
+    artifact: ArtifactInfo, metrics: Metrics, follow: Callable[..., ModelTopicFollower]
+) -> None:
+    """Stop before start returns at once (a serve start-up that fails half-way stops every
+    worker it built); a started follower or watcher ends its named daemon thread on stop."""
+    from predictor.background import BackgroundWorker, PeriodicWorker
+    from stream.model_sync import ModelDirWatcher
+
+    slots: dict[str, ModelSlot[Forecaster]] = {"lstm": ModelSlot("lstm")}
+    idle = ModelTopicFollower(SimpleNamespace(client_kwargs=dict), "models", slots, metrics)
+    watcher = ModelDirWatcher(artifact.path.parent, slots, metrics, interval_s=0.01)
+    assert isinstance(idle, BackgroundWorker) and isinstance(watcher, PeriodicWorker)
+    idle.stop()  # never started
+    assert not idle.finished
+    follower = follow([_message(artifact, version=2)], slots, metrics)
+    watcher.start()
+    assert {follower._thread.name, watcher._thread.name} == {
+        "model-topic",
+        "model-dir-next_request",
+    }
+    assert follower._thread.daemon and watcher._thread.daemon
+    follower.stop(timeout_s=10)
+    watcher.stop(timeout_s=10)
+    assert follower.finished and watcher.finished
+
+
 def test_serve_start_up_skips_bad_meta_and_serves_the_newest_good_one(
     tmp_path: Path, metrics: Metrics, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from stream.bench.swap import RefitSpan, _analyse
+from stream.bench.swap_analysis import RefitSpan, analyse
 from stream.cli import main
 from trainer.guard import Decision
 
@@ -48,7 +48,7 @@ def test_gaps_inside_and_outside_swap_windows() -> None:
     span = RefitSpan(start=0.30, end=0.60, swaps=[0.5005])
     span.decisions = [Decision("lstm", True, "no_worse"), Decision("dlinear", False, "worse")]
     unfinished = RefitSpan(start=0.95)  # still running when the stream ended
-    report = _analyse(deliveries, [span, unfinished], _service(200), OUT, ["lstm", "dlinear"])
+    report = analyse(deliveries, [span, unfinished], _service(200), OUT, ["lstm", "dlinear"])
     assert report["median_gap_ms"] == pytest.approx(10.0)
     assert report["max_gap_ms_during_swaps"] == pytest.approx(25.0)
     assert report["max_gap_ms_outside_refits"] == pytest.approx(50.0)
@@ -69,7 +69,7 @@ def test_missing_duplicate_and_backward_forecasts_are_counted() -> None:
         (0.02, _batch(range(2, 4), {"lstm": 1})),  # dlinear missing, lstm went back
         (0.03, _batch(range(3, 4), {"lstm": 1})),  # a duplicate
     ]
-    report = _analyse(deliveries, [], _service(4), OUT, ["lstm", "dlinear"])
+    report = analyse(deliveries, [], _service(4), OUT, ["lstm", "dlinear"])
     assert report["events_without_forecast"] == {"lstm": 0, "dlinear": 2}
     assert report["duplicate_forecasts"] == 1
     assert report["version_steps_backwards"] == {"lstm": 1, "dlinear": 0}
