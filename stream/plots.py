@@ -194,7 +194,7 @@ def _log_axis(ax: Axes, values: list[np.ndarray], linthresh: float) -> None:
         ax.set_ylim(bottom=low / 1.5)
 
 
-def _legend_below(fig: Figure, axes: Sequence[Axes]) -> None:
+def _legend_below(fig: Figure, axes: Iterable[Axes]) -> None:
     """One legend for the figure, below the panels, clear of the data."""
     handles: dict[str, Any] = {}
     for ax in axes:
