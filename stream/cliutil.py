@@ -117,6 +117,21 @@ def kafka_config(args: argparse.Namespace, environ: Mapping[str, str] | None = N
     )
 
 
+def set_flag_default(
+    parser: argparse.ArgumentParser, flag: str, default: Any, *, help: str
+) -> None:
+    """Give ``flag``, added earlier through :func:`add_flag`, another default and help text in
+    this parser alone (``REQCAST_<FLAG>`` still wins when set)."""
+    var = env_name(flag)
+    for action in parser._actions:
+        if flag in action.option_strings:
+            if var not in os.environ:
+                action.default = default
+            action.help = f"{help} (default: {default}) [env {var}]"
+            return
+    raise ValueError(f"no flag {flag} in this parser")
+
+
 def add_trace_flags(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
     """``--data-path``, ``--columns``, ``--time-unit``, ``--drop-failed``: how to read a trace."""
     add_flag(

@@ -129,25 +129,91 @@ def _next_actuals(lines: list[dict[str, Any]], events: pd.DataFrame | None) -> n
     return out
 
 
-def _band(
+#: which forecast's band is drawn: ``best`` when present (what serving recommends)
+RECOMMENDED = "best"
+#: line styles of the models' point forecasts, so that none hides another
+_STYLES = ("-", "--", ":", "-.")
+
+
+def recommended(models: Iterable[str]) -> str:
+    """The model whose 80 % band a plot draws: ``best`` if there, else the first."""
+    names = list(models)
+    return RECOMMENDED if RECOMMENDED in names else names[0]
+
+
+def _styles(models: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """Colour, line style, width and z-order per model: the recommended one solid and
+    widest underneath, the others dashed or dotted on top of it."""
+    names = list(models)
+    rec = recommended(names)
+    others = iter(_STYLES[1:] * len(names))
+    out = {}
+    for i, n in enumerate(names):
+        mine = n == rec
+        out[n] = {
+            "color": f"C{i % 10}",
+            "ls": "-" if mine else next(others),
+            "lw": 1.8 if mine else 1.1,
+            "zorder": 2 if mine else 3 + i,
+        }
+    return out
+
+
+def _lines(
     ax: Axes,
     x: np.ndarray,
     point: np.ndarray,
     lo: np.ndarray,
     hi: np.ndarray,
     name: str,
-    color: str,
+    style: dict[str, Any],
+    band: bool,
 ) -> None:
-    ax.plot(x, point, color=color, lw=1.0, label=f"{name} forecast")
-    ax.fill_between(x, lo, hi, color=color, alpha=0.18, lw=0, step=None, label=f"{name} 80 % band")
+    ax.plot(x, point, label=f"{name} forecast", **style)
+    if band:
+        ax.fill_between(
+            x, lo, hi, color=style["color"], alpha=0.18, lw=0, zorder=1, label=f"{name} 80 % band"
+        )
+
+
+def _log_axis(ax: Axes, values: list[np.ndarray], linthresh: float) -> None:
+    """A log y axis that starts just under the smallest value drawn; symlog with the linear
+    part no wider than that value when zeros are drawn too (gaps of 0 s, for one)."""
+    flat = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.array([])
+    positive = flat[flat > 0]
+    if not len(positive):
+        ax.set_yscale("symlog", linthresh=linthresh)
+        ax.set_ylim(bottom=0)
+        return
+    low = float(positive.min())
+    if (flat <= 0).any():
+        ax.set_yscale("symlog", linthresh=low, linscale=0.6)
+        ax.set_ylim(bottom=0)
+    else:
+        ax.set_yscale("log")
+        ax.set_ylim(bottom=low / 1.5)
+
+
+def _legend_below(fig: Figure, axes: Iterable[Axes]) -> None:
+    """One legend for the figure, below the panels, clear of the data."""
+    handles: dict[str, Any] = {}
+    for ax in axes:
+        for h, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, h)
+    if handles:
+        fig.legend(
+            list(handles.values()), list(handles), loc="outside lower center", ncol=4, fontsize=8
+        )
 
 
 def _plot_next_stream(
     stream: str, by_model: dict[str, list[dict[str, Any]]], events: pd.DataFrame | None, last: int
 ) -> Figure:
-    fig = Figure(figsize=(11, 8), layout="constrained")
+    fig = Figure(figsize=(11, 8.5), layout="constrained")
     axes = fig.subplots(3, 1, sharex=True, squeeze=False)[:, 0]
-    colors = _colors(by_model)
+    styles = _styles(by_model)
+    rec = recommended(by_model)
+    drawn: list[list[np.ndarray]] = [[] for _ in QUANTITIES]
     actual_drawn = False
     for model, lines in by_model.items():
         actual = _next_actuals(lines, events)[-last:]
@@ -157,18 +223,19 @@ def _plot_next_stream(
             point = np.array([m[q] for m in lines], dtype=np.float64)
             lo = np.array([m["interval"][q][0] for m in lines], dtype=np.float64)
             hi = np.array([m["interval"][q][1] for m in lines], dtype=np.float64)
-            _band(axes[c], x, point, lo, hi, model, colors[model])
+            _lines(axes[c], x, point, lo, hi, model, styles[model], band=model == rec)
+            drawn[c] += [point, *((lo, hi) if model == rec else ())]
             if not actual_drawn and np.isfinite(actual[:, c]).any():
-                axes[c].plot(x, actual[:, c], "k.", ms=3, label="actual next request")
+                axes[c].plot(x, actual[:, c], "k.", ms=3, zorder=10, label="actual next request")
+                drawn[c].append(actual[:, c])
         actual_drawn = True
     for c, q in enumerate(QUANTITIES):
-        axes[c].set_yscale("symlog", linthresh=_LINTHRESH[q])
-        axes[c].set_ylim(bottom=0)
+        _log_axis(axes[c], drawn[c], _LINTHRESH[q])
         axes[c].set_ylabel(q)
-        axes[c].legend(fontsize=7, ncol=3, loc="upper left")
+    _legend_below(fig, axes)
     axes[-1].set_xlabel("time of the request the forecast follows (s)")
     note = "" if events is not None else " (actual tokens need --data-path)"
-    fig.suptitle(f"Next request, stream {stream}: forecast and 80 % band vs actual{note}")
+    fig.suptitle(f"Next request, stream {stream}: forecasts, {rec}'s 80 % band, actual{note}")
     return fig
 
 
@@ -179,9 +246,10 @@ def _plot_load_stream(
     horizon: int,
     last: int,
 ) -> Figure | None:
-    fig = Figure(figsize=(11, 8), layout="constrained")
+    fig = Figure(figsize=(11, 8.5), layout="constrained")
     axes = fig.subplots(3, 1, sharex=True, squeeze=False)[:, 0]
-    colors = _colors(by_model)
+    styles = _styles(by_model)
+    rec = recommended(by_model)
     starts: list[float] = []
     bin_s = 0.0
     for model, lines in by_model.items():
@@ -200,7 +268,7 @@ def _plot_load_stream(
             point = np.array([e[q] for _, e in entries], dtype=np.float64)
             lo = np.array([e["interval"][q][0] for _, e in entries], dtype=np.float64)
             hi = np.array([e["interval"][q][1] for _, e in entries], dtype=np.float64)
-            _band(axes[c], x, point, lo, hi, model, colors[model])
+            _lines(axes[c], x, point, lo, hi, model, styles[model], band=model == rec)
     if not starts:
         return None
     if events is not None and len(events):
@@ -215,29 +283,30 @@ def _plot_load_stream(
         )
         if len(first):
             for c in range(3):
-                axes[c].step(first, values[:, c], where="post", color="k", lw=0.8, label="actual")
+                axes[c].step(
+                    first, values[:, c], where="post", color="k", lw=0.8, zorder=10, label="actual"
+                )
     for c, q in enumerate(LOAD_QUANTITIES):
         axes[c].set_ylabel(q)
-        axes[c].legend(fontsize=7, ncol=3, loc="upper left")
+    _legend_below(fig, axes)
     axes[-1].set_xlabel("start of the forecast bin (s)")
     note = "" if events is not None else " (actual load needs --data-path)"
     fig.suptitle(
-        f"Load, stream {stream}: {horizon}-bin-ahead forecast ({bin_s:g} s bins) and 80 % band{note}"
+        f"Load, stream {stream}: {horizon}-bin-ahead forecasts ({bin_s:g} s bins), "
+        f"{rec}'s 80 % band{note}"
     )
     return fig
 
 
-def plot_forecasts(
+def forecast_figures(
     path: str | Path,
-    out_dir: str | Path,
     trace: pd.DataFrame | None = None,
     horizon: int = 1,
     last: int = 300,
-) -> list[Path]:
-    """One PNG per stream and forecast kind; ``trace`` (a loaded trace) adds the actuals."""
+) -> list[tuple[str, Figure]]:
+    """``(file name, figure)`` per stream and forecast kind; ``trace`` adds the actuals."""
     nxt, load = read_forecasts(path)
-    out = Path(out_dir)
-    written = []
+    figures = []
     for kind, lines in ((NEXT_REQUEST, nxt), (LOAD, load)):
         if not lines:
             continue
@@ -257,10 +326,38 @@ def plot_forecasts(
             else:
                 fig = _plot_load_stream(stream, by_model, events, horizon, last)
             if fig is not None:
-                written.append(_save(fig, out, f"forecast_{kind}_{_safe(stream)}.png"))
-    if not written:
+                figures.append((f"forecast_{kind}_{_safe(stream)}.png", fig))
+    if not figures:
         raise InputError(f"{path}: no forecasts at horizon {horizon} to plot")
-    return written
+    return figures
+
+
+def plot_forecasts(
+    path: str | Path,
+    out_dir: str | Path,
+    trace: pd.DataFrame | None = None,
+    horizon: int = 1,
+    last: int = 300,
+) -> list[Path]:
+    """One PNG per stream and forecast kind; ``trace`` (a loaded trace) adds the actuals."""
+    out = Path(out_dir)
+    return [_save(fig, out, name) for name, fig in forecast_figures(path, trace, horizon, last)]
+
+
+def trace_matches(path: str | Path, trace: pd.DataFrame, share: float = 0.99) -> bool:
+    """Whether ``trace`` is the one the forecasts in ``path`` were made on: at least
+    ``share`` of the next-request forecasts follow a request of the trace at exactly
+    their ``event_timestamp``, or, with load forecasts only, their bins lie in its span."""
+    nxt, load = read_forecasts(path)
+    ts = trace["timestamp_s"].to_numpy(np.float64)
+    if not len(ts):
+        return False
+    if nxt:
+        wanted = np.array([m["event_timestamp"] for m in nxt], dtype=np.float64)
+        pos = np.clip(np.searchsorted(ts, wanted), 0, len(ts) - 1)
+        return bool(np.mean(ts[pos] == wanted) >= share)
+    starts = [float(m["bin_start"]) for m in load]
+    return bool(ts[0] <= min(starts) and max(starts) <= ts[-1])
 
 
 # -- error by horizon -----------------------------------------------------------------------

@@ -1,10 +1,15 @@
 """``reqcast plot``: PNG plots of forecasts, benchmark errors and training curves.
 
-``--kind forecast`` reads ``--forecasts`` (``reqcast run`` output; ``--data-path``
-adds the actual values), ``error`` reads ``--bench-json`` (``bench accuracy
---json``), ``training`` reads ``--model-dir``. ``all`` draws each whose input is
-there, skipping (with a note) those whose default input is missing; an input
-named explicitly must exist. The written paths are printed, one per line.
+``--kind forecast`` reads ``--forecasts`` (``reqcast run`` output) and draws the
+actual values from ``--data-path``, or, without it, from the synthetic trace that
+``reqcast run`` makes by default, regenerated from ``--synthetic-rows`` and ``--seed``
+(the rows are run's ``--events`` plus ``--train-rows``) and used only when the
+forecasts' event times are found in it. ``error`` reads ``--bench-json`` (``bench
+accuracy --json``), ``training`` reads ``--model-dir`` (default: ``out/models``, where
+``reqcast run`` keeps its models, else ``models``, where ``reqcast train`` writes).
+``all`` draws each whose input is there, with a note for those whose default input is
+missing; an input named explicitly must exist. The written paths are printed, one per
+line.
 """
 
 from __future__ import annotations
@@ -22,7 +27,11 @@ if TYPE_CHECKING:
 
 KINDS = ("forecast", "error", "training", "all")
 DEFAULT_FORECASTS = "out/forecasts.jsonl"
-DEFAULT_MODEL_DIR = "models"
+#: where --model-dir is looked for when not given: reqcast run's, then reqcast train's
+DEFAULT_MODEL_DIRS = ("out/models", "models")
+#: the rows and seed of the synthetic trace of a default ``reqcast run`` (--events 20000
+#: plus --train-rows 5000, --seed 0)
+RUN_SYNTHETIC_ROWS = 25_000
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -34,8 +43,21 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help=f"forecasts JSON Lines from reqcast run (default {DEFAULT_FORECASTS})",
     )
     add_flag(p, "--bench-json", help="results of reqcast bench accuracy --json")
-    add_flag(p, "--model-dir", help=f"model artifacts (default {DEFAULT_MODEL_DIR})")
+    add_flag(
+        p,
+        "--model-dir",
+        help=f"model artifacts (default: {' if there, else '.join(DEFAULT_MODEL_DIRS)})",
+    )
     add_trace_flags(p, required=True)
+    add_flag(
+        p,
+        "--synthetic-rows",
+        type=int,
+        default=RUN_SYNTHETIC_ROWS,
+        help="without --data-path: rows of the synthetic trace reqcast run replayed "
+        "(its --events plus --train-rows), regenerated for the actual values",
+    )
+    add_flag(p, "--seed", type=int, default=0, help="without --data-path: that run's --seed")
     add_flag(
         p,
         "--horizon",
@@ -63,16 +85,22 @@ def run(args: argparse.Namespace) -> int:
     for kind in kinds:
         try:
             if kind == "forecast":
-                trace = _trace(args)
-                written += plots.plot_forecasts(
-                    args.forecasts or DEFAULT_FORECASTS, out, trace, args.horizon, args.last
-                )
+                forecasts = args.forecasts or DEFAULT_FORECASTS
+                plots.read_forecasts(forecasts)  # a missing file is named before any trace work
+                trace = _trace(args, forecasts)
+                written += plots.plot_forecasts(forecasts, out, trace, args.horizon, args.last)
             elif kind == "error":
                 if not args.bench_json:
+                    if args.kind == "all":
+                        _note(
+                            "no error-by-horizon plot: it draws an accuracy benchmark's "
+                            "results (reqcast bench accuracy --json FILE, then --bench-json FILE)"
+                        )
+                        continue
                     raise InputError("--bench-json is required for the error plot")
                 written.append(plots.plot_error_by_horizon(args.bench_json, out))
             else:
-                written.append(plots.plot_training(args.model_dir or DEFAULT_MODEL_DIR, out))
+                written.append(plots.plot_training(_model_dir(args), out))
         except InputError as exc:
             explicit = {
                 "forecast": args.forecasts,
@@ -81,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
             }[kind]
             if args.kind != "all" or explicit:
                 raise
-            print(f"reqcast plot: skipping {kind}: {exc}", file=sys.stderr)
+            _note(f"no {kind} plot: {exc}")
     if not written:
         raise InputError("nothing to plot: pass --forecasts, --bench-json or --model-dir")
     for path in written:
@@ -89,9 +117,31 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _trace(args: argparse.Namespace) -> pd.DataFrame | None:
-    """The trace named by ``--data-path`` (for the actual values), or None."""
-    if not args.data_path:
-        return None
-    df, _, _ = load_from_args(args)
-    return df
+def _note(text: str) -> None:
+    """An informational line on stderr (not an error: the command goes on)."""
+    print(f"reqcast plot: note: {text}", file=sys.stderr)
+
+
+def _model_dir(args: argparse.Namespace) -> str:
+    if args.model_dir:
+        return str(args.model_dir)
+    return next((d for d in DEFAULT_MODEL_DIRS if Path(d).is_dir()), DEFAULT_MODEL_DIRS[0])
+
+
+def _trace(args: argparse.Namespace, forecasts: str) -> pd.DataFrame | None:
+    """The actual values: the trace named by ``--data-path``; without it, the synthetic
+    trace of ``--synthetic-rows`` and ``--seed`` if the forecasts were made on it; else None."""
+    from stream import plots
+
+    if args.data_path:
+        df, _, _ = load_from_args(args)
+        return df
+    df, _, source = load_from_args(args, synth_rows=args.synthetic_rows, synth_seed=args.seed)
+    if plots.trace_matches(forecasts, df):
+        _note(f"actual values from the {source}, regenerated as reqcast run made it")
+        return df
+    _note(
+        f"no actual values: {forecasts} was not made on the {source}; pass --data-path, "
+        "or --synthetic-rows (run's --events plus --train-rows) and --seed as run had them"
+    )
+    return None

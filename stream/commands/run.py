@@ -19,7 +19,13 @@ from pathlib import Path
 import pandas as pd
 
 from predictor.traces import iter_events
-from stream.cliutil import add_flag, add_trace_flags, load_from_args, set_torch_threads
+from stream.cliutil import (
+    add_flag,
+    add_trace_flags,
+    load_from_args,
+    set_flag_default,
+    set_torch_threads,
+)
 from stream.commands._refit import add_refit_flags
 from stream.commands.serve import (
     add_service_flags,
@@ -84,6 +90,13 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         p, "--bootstrap-servers", help="use this Kafka cluster instead of the in-process transport"
     )
     add_service_flags(p)
+    set_flag_default(
+        p,
+        "--model-dir",
+        "out/models",
+        help="models to serve; first models are trained here when it has none (apart from "
+        "reqcast train's models/, which run never serves unless named here)",
+    )
     add_refit_flags(p, every_events=5_000, every_s=0, window=5_000, epochs=5)
 
 

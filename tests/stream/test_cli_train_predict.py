@@ -8,6 +8,8 @@ import io
 import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -176,6 +178,7 @@ def test_a_missing_model_is_an_error_entry(
     )
     assert "error" in json.loads(capsys.readouterr().out)["predictions"]["dlinear"]
     empty = tmp_path / "empty"
+    empty.mkdir()  # an empty folder (a missing one is an error of its own, see below)
     assert main(["predict", "--model-dir", str(empty), "--data-path", str(BURST1), "--json"]) == 1
     result = json.loads(capsys.readouterr().out)
     assert all("error" in p for p in result["predictions"].values())
@@ -227,3 +230,60 @@ def test_train_errors_are_one_line(
     assert expected in lines[0]
     assert "Traceback" not in captured.err and captured.out == ""
     assert not model_dir.exists() or not any(model_dir.iterdir())
+
+
+# --- predict: streams, missing folders, closed pipes ------------------------------------------
+
+
+def test_predict_says_when_it_merges_streams(
+    burst_models: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["predict", "--model-dir", str(burst_models["dir"]), "--data-path", str(BURST1)]
+    assert main([*argv, "--json"]) == 0
+    err = capsys.readouterr().err
+    (note,) = [line for line in err.splitlines() if "merged" in line]
+    assert "ChatGPT (320 rows)" in note and "GPT-4 (80 rows)" in note and "--stream" in note
+    # one stream chosen: nothing merged, no note
+    assert main([*argv, "--stream", "GPT-4", "--json"]) == 0
+    assert "merged" not in capsys.readouterr().err
+
+
+def test_predict_an_unknown_stream_lists_the_streams_there_are(
+    burst_models: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["predict", "--model-dir", str(burst_models["dir"]), "--data-path", str(BURST1)]
+    assert main([*argv, "--stream", "Foo"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "'Foo'" in err and "ChatGPT" in err and "GPT-4" in err
+
+
+def test_predict_a_missing_model_folder_says_how_to_train(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nonexistent"
+    assert main(["predict", "--model-dir", str(missing), "--data-path", str(BURST1)]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert captured.out == "" and len(err.splitlines()) == 1
+    assert "does not exist" in err and str(missing) in err and "reqcast train" in err
+
+
+def test_predict_into_a_closed_pipe_exits_quietly(burst_models: dict[str, Any]) -> None:
+    """``reqcast predict --json | head -1``: the reader goes away; no BrokenPipeError traceback."""
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REQCAST_")}
+    env["PYTHONPATH"] = str(root)
+    argv = ["predict", "--model-dir", str(burst_models["dir"]), "--data-path", str(BURST1)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stream.cli", *argv, "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=root,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the command writes a byte
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err  # 128 + SIGPIPE, as a shell reports it
+    assert "BrokenPipeError" not in err and "Traceback" not in err and "Exception" not in err
