@@ -32,6 +32,19 @@ the moving median over 30 bins, EWMA (alpha 0.3 over 30 bins) and, when
 median is there because MAE rewards the median: on bursty traffic with many
 empty bins a forecast near 0 scores a low MAE, and only a median baseline
 shows whether a network does better than that.
+
+Peers (``kind: "peer"``, ``peers`` in the config): the load predictors of NVIDIA
+Dynamo's planner, ``kalman`` and ``kalman_log1p`` (:mod:`predictor.models.kalman`) and
+``arima`` (:mod:`predictor.models.arima`), walked and scored like the baselines.
+
+``ensemble`` (``aggregate``): every expert above (networks, baselines, peers)
+aggregated online with delayed per-horizon updates, its interval calibrated online
+like the others; the report's ``ensemble`` section has its MAE ratio to the best
+single expert per quantity and horizon and the Poisson floor of requests/s
+(:mod:`trainer.evaluation.ensemble`). A test period too short to score
+:data:`MIN_SCORED` forecasts at the largest horizon is a one-line error. The walking
+itself lives in :mod:`trainer.evaluation.walk`, the config in
+:mod:`trainer.evaluation.load_config`.
 """
 
 from __future__ import annotations
