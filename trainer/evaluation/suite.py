@@ -35,9 +35,9 @@ from typing import Any
 import pandas as pd
 
 from predictor.errors import ConfigError, TrainingError
-from predictor.load import LOAD_QUANTITIES
 from predictor.synth import synthesize, write_trace
 from predictor.traces import load_trace
+from trainer.evaluation.ensemble import RATIO_ALIGN, RATIO_COLUMNS, RATIO_NOTE, ratio_lines
 from trainer.evaluation.load import load_backtest
 from trainer.evaluation.load_config import LoadBacktestConfig
 
@@ -128,18 +128,13 @@ def run_suite(
     return {"config": config, "traces": out, "wall_s": round(time.perf_counter() - started, 1)}
 
 
-def _f(v: float | None, fmt: str = ".3f") -> str:
-    return "n/a" if v is None else format(v, fmt)
-
-
 def suite_markdown(suite: Mapping[str, Any]) -> str:
     """One table: trace × quantity × horizon, ratios with intervals and coverage."""
     lines = [
         "## Load ensemble vs the best single expert, per trace",
         "",
-        "| trace | bin | quantity | h | ensemble / best | 90 % interval | best expert | "
-        "cov 80 % | Poisson floor / best |",
-        "|---|---:|---|---:|---:|---|---|---:|---:|",
+        f"| trace | bin | {RATIO_COLUMNS} |",
+        f"|---|---:|{RATIO_ALIGN}|",
     ]
     ratios, covs, skipped = [], [], []
     for entry in suite["traces"]:
@@ -147,19 +142,9 @@ def suite_markdown(suite: Mapping[str, Any]) -> str:
             skipped.append(f"- {entry['trace']}: skipped ({entry['skipped']})")
             continue
         ens = entry.get("ensemble") or {"ratios": []}
-        order = {q: i for i, q in enumerate(LOAD_QUANTITIES)}
-        for r in sorted(ens["ratios"], key=lambda r: (order[r["target"]], r["horizon"])):
-            iv = r.get("ratio_interval")
-            lines.append(
-                f"| {entry['trace']} | {entry['bin_s']:g} s | {r['target']} | {r['horizon']} | "
-                f"{_f(r['ratio'])} | {f'{iv[0]:.3f}-{iv[1]:.3f}' if iv else 'n/a'} | "
-                f"{r['best_expert']} | {_f(r['coverage'])} | "
-                f"{_f(r.get('floor_ratio')) if 'floor_ratio' in r else ''} |"
-            )
-            if r["ratio"] is not None:
-                ratios.append(r["ratio"])
-            if r["coverage"] is not None:
-                covs.append(r["coverage"])
+        lines += ratio_lines(ens, (entry["trace"], f"{entry['bin_s']:g} s"))
+        ratios += [r["ratio"] for r in ens["ratios"] if r["ratio"] is not None]
+        covs += [r["coverage"] for r in ens["ratios"] if r["coverage"] is not None]
     n = len(ratios)
     lo, hi = COVERAGE_BAND
     lines += [
@@ -172,9 +157,7 @@ def suite_markdown(suite: Mapping[str, Any]) -> str:
         + ", ".join(f"{e['trace']} {e['wall_s']:.0f} s" for e in suite["traces"])
         + ").",
         "",
-        "Interval: 90 % paired block bootstrap of the MAE ratio (n/a: too few blocks). "
-        "Poisson floor: the requests/s MAE of a forecaster knowing the Poisson rate exactly "
-        "(rate: leave-one-out centred mean of ±5 bins), over the best expert's MAE.",
+        RATIO_NOTE,
     ]
     if skipped:
         lines += ["", *skipped]

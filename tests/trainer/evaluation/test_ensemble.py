@@ -15,6 +15,7 @@ from predictor.synth import synthesize, write_trace
 from predictor.traces import load_trace
 from trainer.evaluation.ensemble import loo_centred_mean, poisson_abs_dev, poisson_floor
 from trainer.evaluation.load import LoadBacktestConfig, load_backtest
+from trainer.evaluation.report import load_markdown
 
 TINY = {"bin_s": 60.0, "seq_len": 12, "epochs": 2, "batch_size": 32, "device": "cpu"}
 PEERS = ["kalman", "kalman_log1p", "arima"]
@@ -58,6 +59,10 @@ def test_peers_and_ensemble_rows_in_the_json(
             assert r["floor_ratio"] == pytest.approx(ens["poisson_floor_mae"] / best["mae"])
         else:
             assert "floor_ratio" not in r
+    md = load_markdown(report)
+    assert "### Ensemble vs the best single expert" in md and "| ensemble | model |" in md
+    for r in ens["ratios"]:
+        assert f"| {r['target']} | {r['horizon']} | {r['ratio']:.3f} |" in md
     # the published ensemble is within reach of the best expert, not an outlier
     assert all(r["ratio"] < 1.5 for r in ens["ratios"])
 
