@@ -25,9 +25,10 @@ from predictor.tasks import LOAD, NEXT_REQUEST, TASKS
 from stream.bench import swap, throughput
 from stream.cliutil import add_flag, add_trace_flags, load_from_args, set_torch_threads
 from trainer.device import DEVICES
-from trainer.evaluation.load import LoadBacktestConfig, load_backtest
+from trainer.evaluation.load import PEERS, LoadBacktestConfig, load_backtest
 from trainer.evaluation.next_request import BacktestConfig, next_request_backtest
 from trainer.evaluation.report import load_markdown, to_markdown
+from trainer.evaluation.suite import SUITE_EPOCHS, run_suite, suite_markdown
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,35 @@ def add_accuracy_flags(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="load: leave out the AutoETS baseline even when statsforecast is installed",
     )
+    add_flag(
+        p,
+        "--peers",
+        nargs="*",
+        choices=list(PEERS),
+        default=list(dl.peers),
+        help="load: the Dynamo planner's predictors scored as peers (none: leave them out)",
+    )
+    add_flag(
+        p,
+        "--no-ensemble",
+        action="store_true",
+        help="load: leave out the ensemble row (BOA over every expert) and its ratios",
+    )
+    add_flag(
+        p,
+        "--suite",
+        action="store_true",
+        help="load: run every dev trace under --suite-data and the synthetic week and "
+        "variants (own bin sizes, horizons 1 6 30); one table of ensemble ratios "
+        f"(default --epochs {SUITE_EPOCHS})",
+    )
+    add_flag(
+        p,
+        "--suite-data",
+        default="../shared/data",
+        help="load --suite: the folder of the dev traces",
+        env=False,
+    )
     add_flag(p, "--seed", type=int, default=d.seed, help="random seed (training, synthetic trace)")
     add_flag(p, "--device", default=d.device, choices=list(DEVICES), help="training device")
     add_flag(
@@ -175,12 +205,16 @@ def _config(args: argparse.Namespace) -> BacktestConfig | LoadBacktestConfig:
             patience=args.patience,
             ensemble=args.ensemble,
             ets=not args.no_ets,
+            peers=tuple(args.peers),
+            aggregate=not args.no_ensemble,
             **common,
         )
     return BacktestConfig(**common)
 
 
 def run_accuracy(args: argparse.Namespace) -> int:
+    if args.suite:
+        return run_load_suite(args)
     cfg = _config(args)
     set_torch_threads(args.torch_threads)
     df, load, source = load_from_args(
@@ -209,6 +243,30 @@ def run_accuracy(args: argparse.Namespace) -> int:
     print(table, end="")
     if args.json:
         _write(args.json, json.dumps(report, indent=2) + "\n")
+    if args.markdown:
+        _write(args.markdown, table)
+    return 0
+
+
+def run_load_suite(args: argparse.Namespace) -> int:
+    """``--suite``: the load walk-forward on every dev trace, one table of ratios."""
+    if args.task != LOAD:
+        raise ConfigError("--suite runs the load walk-forward: add --task load")
+    if args.data_path:
+        raise ConfigError("--suite reads its own traces: leave out --data-path")
+    if args.no_ensemble:
+        raise ConfigError("--suite tabulates the ensemble: leave out --no-ensemble")
+    if args.epochs is None:
+        args.epochs = SUITE_EPOCHS
+    cfg = _config(args)
+    assert isinstance(cfg, LoadBacktestConfig)
+    set_torch_threads(args.torch_threads)
+    suite = run_suite(Path(args.suite_data), cfg, progress=not args.no_progress)
+    suite["config"]["torch_threads"] = args.torch_threads
+    table = suite_markdown(suite)
+    print(table, end="")
+    if args.json:
+        _write(args.json, json.dumps(suite, indent=2) + "\n")
     if args.markdown:
         _write(args.markdown, table)
     return 0

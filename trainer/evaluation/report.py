@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from trainer.evaluation.ensemble import RATIO_ALIGN, RATIO_COLUMNS, RATIO_NOTE, ratio_lines
 from trainer.evaluation.stats import INTERVAL_LEVEL, verdict
 
 
@@ -109,7 +110,22 @@ def load_markdown(report: Mapping[str, Any]) -> str:
         lines += [f"- note: {n}" for n in tc.get("notes", [])]
         if tc.get("notes"):
             lines.append("")
-    return "\n".join(lines) + to_markdown(report)
+    out = "\n".join(lines) + to_markdown(report)
+    ensemble = report.get("ensemble")
+    if ensemble:
+        table = [
+            "### Ensemble vs the best single expert",
+            "",
+            f"Aggregation: {ensemble['aggregation']}.",
+            "",
+            f"| {RATIO_COLUMNS} |",
+            f"|{RATIO_ALIGN}|",
+            *ratio_lines(ensemble),
+            "",
+            RATIO_NOTE,
+        ]
+        out += "\n" + "\n".join(table) + "\n"
+    return out
 
 
 def _interval(v: Mapping[str, Any]) -> str:

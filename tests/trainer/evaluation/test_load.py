@@ -59,7 +59,7 @@ def _trace_of_counts(counts: list[int], bin_s: float = 60.0) -> pd.DataFrame:
 
 def test_load_backtest_shape(trace: pd.DataFrame, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ets_module, "available", lambda: False)
-    cfg = LoadBacktestConfig(horizons=(1, 6), **TINY)  # type: ignore[arg-type]
+    cfg = LoadBacktestConfig(horizons=(1, 6), peers=(), aggregate=False, **TINY)  # type: ignore[arg-type]
     report = load_backtest(trace, cfg)
     assert set(report) == {"task_config", "results", "verdict"}
     tc = report["task_config"]
