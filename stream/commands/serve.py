@@ -28,9 +28,9 @@ if TYPE_CHECKING:
     from predictor.models.base import Forecaster
     from predictor.slot import ModelSlot
     from stream.kafka_io import KafkaConfig, KafkaSource
-    from stream.load_stream import LoadForecasting
     from stream.model_sync import ModelDirWatcher
     from stream.service import ForecastService
+    from stream.tasks.load import LoadForecasting
 
 log = logging.getLogger(__name__)
 
@@ -406,8 +406,8 @@ def attach_load(
     args: argparse.Namespace, service: ForecastService, metrics: Metrics, device: str = "cpu"
 ) -> LoadForecasting | None:
     """Add load forecasts to ``service`` when load models for ``--bin-s`` are in the model dir."""
-    from stream.load_stream import LoadConfig, LoadForecasting
     from stream.model_slots import have_models, read_slots
+    from stream.tasks.load import LoadConfig, LoadForecasting
 
     if args.no_load:
         return None
@@ -428,9 +428,7 @@ def attach_load(
         slots,
         metrics,
     )
-    service.producers.append(load.process)
-    service.exporters.append(load.export_scores)
-    service.warmers.append(load.rewarm)
+    service.add_task(load)
     return load
 
 

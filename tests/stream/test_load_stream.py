@@ -16,9 +16,9 @@ from predictor.events import RequestEvent
 from predictor.features import Scaler
 from predictor.models.neural import NeuralForecaster, NeuralSpec, build_module
 from predictor.slot import ModelSlot
-from stream.load_stream import LoadConfig, LoadForecasting
 from stream.metrics import Metrics
 from stream.service import ForecastService, ServeConfig
+from stream.tasks.load import LoadConfig, LoadForecasting
 from stream.transport import MemoryBroker
 
 SCHEMA = Path(__file__).resolve().parents[2] / "stream" / "schemas" / "forecast.schema.json"
@@ -79,9 +79,7 @@ def with_load(
     """A service over topic ``in`` with next-request and load forecasts, wired as serve does."""
     service = next_request_service(broker, metrics, history)
     load = LoadForecasting(LoadConfig("out", bin_s, (1, 3), "none"), slots(3), metrics)
-    service.producers.append(load.process)
-    service.exporters.append(load.export_scores)
-    service.warmers.append(load.rewarm)
+    service.add_task(load)
     return service, load
 
 
