@@ -226,11 +226,10 @@ def test_a_running_service_swaps_in_newer_load_models_from_the_model_dir(
     """serve's load watcher: a newer load artifact for this --bin-s replaces the serving one
     (and the next forecasts name its version); a next-request artifact, one for other bins
     and one whose window the service does not keep are left out, each rejected once."""
-    import argparse
     import logging
 
     from predictor.artifacts import save_artifact
-    from stream.commands.serve import attach_load, load_watcher
+    from stream.app import LoadSettings, attach_load, load_watcher
 
     def save(fc: NeuralForecaster, version: int, task: str = "load", bin_s: float = 10.0) -> None:
         save_artifact(
@@ -239,13 +238,12 @@ def test_a_running_service_swaps_in_newer_load_models_from_the_model_dir(
 
     for arch in ("lstm", "dlinear"):
         save(tiny(arch, 3), 1)
-    args = argparse.Namespace(
+    args = LoadSettings(
         model_dir=str(tmp_path),
-        models=["lstm", "dlinear"],
-        no_load=False,
+        models=("lstm", "dlinear"),
         bin_s=10.0,
-        horizons=[1, 3],
-        watch_model_dir=60.0,
+        horizons=(1, 3),
+        watch_s=60.0,
     )
     broker = MemoryBroker()
     broker.create_topic("in", 1)
