@@ -161,6 +161,17 @@ def add_trace_flags(parser: argparse.ArgumentParser, *, required: bool = False) 
     )
 
 
+def trace_path(args: argparse.Namespace) -> str:
+    """The trace named by the positional argument or ``--data-path`` (or both, if equal)."""
+    positional, flag = getattr(args, "path", None), getattr(args, "data_path", None)
+    if positional and flag and positional != flag:
+        raise ConfigError(f"two trace files given: {positional} and --data-path {flag}")
+    path = positional or flag
+    if not path:
+        raise ConfigError("no trace file given: pass FILE or --data-path FILE")
+    return str(path)
+
+
 def load_from_args(
     args: argparse.Namespace,
     synth_rows: int = 20_000,

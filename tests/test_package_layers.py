@@ -1,6 +1,6 @@
 """The package rules of docs/design.md, checked on every import statement (function-level
-ones too): what ``predictor``, ``trainer``, ``stream.commands`` and ``stream.bench`` may
-import, and who may import the last two."""
+ones too): what ``predictor``, ``trainer``, ``stream.commands``, ``stream.app`` and
+``stream.bench`` may import, and who may import the commands and the benchmarks."""
 
 from __future__ import annotations
 
@@ -11,8 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 #: imports that break a rule on purpose, until the code they wait for moves
-#: (the serving loop's assembly still lives in ``reqcast serve``'s module)
-KNOWN = {("stream/bench/throughput_worker.py", "stream.commands.serve")}
+KNOWN: set[tuple[str, str]] = set()
 
 
 def _imports(package: str) -> list[tuple[str, str]]:
@@ -84,3 +83,21 @@ def test_the_kafka_adapters_know_nothing_of_the_command_line(path: str) -> None:
     assert [m for m in imported if _under(m, "argparse") or _under(m, "stream.cliutil")] == []
     text = (ROOT / path).read_text(encoding="utf-8")
     assert "argparse" not in text and "cliutil" not in text  # not even in a docstring
+
+
+def test_commands_do_not_import_each_other() -> None:
+    """A command module imports what it shares with others from :mod:`stream.app` (the
+    assembly) or the shared flag modules (``stream/commands/_*.py``), never another command."""
+    found = [
+        (f, m)
+        for f, m in _broken("stream/commands", ("stream.commands",))
+        if not m.split(".")[2].startswith("_")
+    ]
+    assert found == []
+
+
+def test_the_assembly_reads_no_flags() -> None:
+    """``stream.app`` takes typed settings: it imports neither argparse nor the commands."""
+    imports = [(f, m) for f, m in _imports("stream") if f == "stream/app.py"]
+    assert ("stream/app.py", "stream.service") in imports  # the assembly lives there
+    assert [m for _, m in imports if _under(m, "argparse") or _under(m, "stream.commands")] == []

@@ -278,7 +278,7 @@ def _serve_worker(plan: dict[str, Any], kafka: Any) -> PhaseRunner:
     import torch
     from prometheus_client import CollectorRegistry
 
-    from stream.commands.serve import kafka_service
+    from stream.app import kafka_service
     from stream.kafka_batch import BatchKafkaSink
     from stream.metrics import Metrics
     from stream.model_slots import have_models, read_slots

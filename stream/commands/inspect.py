@@ -6,9 +6,8 @@ import argparse
 import json
 from datetime import datetime, timezone
 
-from predictor.errors import ConfigError
 from predictor.traces import LoadReport, load_trace
-from stream.cliutil import add_flag, add_trace_flags
+from stream.cliutil import add_flag, add_trace_flags, trace_path
 
 #: Spans starting after this many seconds are epoch times and are also shown as dates.
 _EPOCH_FROM_S = 1e9
@@ -27,17 +26,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_report(report))
     return 0
-
-
-def trace_path(args: argparse.Namespace) -> str:
-    """The trace named by the positional argument or ``--data-path`` (or both, if equal)."""
-    positional, flag = getattr(args, "path", None), getattr(args, "data_path", None)
-    if positional and flag and positional != flag:
-        raise ConfigError(f"two trace files given: {positional} and --data-path {flag}")
-    path = positional or flag
-    if not path:
-        raise ConfigError("no trace file given: pass FILE or --data-path FILE")
-    return str(path)
 
 
 def _when(seconds: float) -> str:

@@ -4,7 +4,9 @@ Reads the input topic in its own consumer group (warming its buffer from the
 recent history of every partition first), refits every model on the schedule,
 and publishes each version the guard accepts to the compacted model topic and
 the model directory. ``serve`` instances started with ``--no-refit`` pick them
-up from the topic.
+up from the topic. The input is read by a :class:`~stream.loop.DeliveryLoop` (poll retries
+with backoff, offsets committed once a batch is in the buffer, broker health), like
+``serve``'s.
 
 (The module is named for what it runs; the command keeps its name, see
 :data:`stream.cli.MODULES`.)
@@ -19,10 +21,10 @@ import threading
 from predictor.errors import InvalidEvent
 from predictor.events import RequestEvent, decode_event
 from predictor.streams import STREAM_KEYS
-from stream.broker_health import BrokerHealth
+from stream.app import stop_on_signals
 from stream.cliutil import add_flag, add_kafka_flags, kafka_config
 from stream.commands._refit import add_refit_flags, refit_config
-from stream.commands.serve import stop_on_signals
+from stream.loop import DeliveryLoop, LoopConfig, Message, batch_offsets
 from stream.metrics import METRICS_HOST, Metrics, serve_metrics
 from stream.transport import Record
 
@@ -120,8 +122,27 @@ def run(args: argparse.Namespace) -> int:
     )
     stop = threading.Event()
     stop_on_signals(stop)
-    health = BrokerHealth(metrics.broker_up, connected=source.connected)
-    health.start()
+
+    def process(records: list[Record]) -> tuple[list[Message], dict[int, int]]:
+        worker.observe(_decode(records))
+        return [], batch_offsets(records)  # nothing to publish: commit once observed
+
+    def done() -> bool:
+        if not args.max_refits:
+            return False
+        return worker.finished or len(worker.decisions) >= args.max_refits * len(config.models)
+
+    # the serving loop's poll retry and commit handling, without a sink
+    loop = DeliveryLoop(
+        LoopConfig(batch_max=1000, poll_timeout_s=0.5),
+        source,
+        None,
+        process,
+        metrics,
+        observe_latency=False,
+    )
+    loop.health.connected = source.connected
+    loop.health.start()
     worker.start()
     log.info(
         "trainer on %s: refit every %s events / %s s; publishing to %s",
@@ -131,20 +152,9 @@ def run(args: argparse.Namespace) -> int:
         args.model_topic,
     )
     try:
-        while not stop.is_set():
-            records = source.poll(1000, 0.5)
-            if records:
-                worker.observe(_decode(records))
-                offsets: dict[int, int] = {}
-                for r in records:
-                    offsets[r.partition] = max(offsets.get(r.partition, 0), r.offset + 1)
-                source.commit(offsets)
-            if args.max_refits and (
-                worker.finished or len(worker.decisions) >= args.max_refits * len(config.models)
-            ):
-                break
+        loop.run(stop, until=done)
     finally:
-        health.stop()
+        loop.health.stop()
         worker.stop()
         source.close()
     for d in worker.decisions:

@@ -11,8 +11,7 @@ import argparse
 from predictor.errors import ConfigError
 from predictor.streams import STREAM_KEYS
 from predictor.traces import iter_events, load_trace
-from stream.cliutil import add_flag, add_kafka_flags, add_trace_flags, kafka_config
-from stream.commands.inspect import trace_path
+from stream.cliutil import add_flag, add_kafka_flags, add_trace_flags, kafka_config, trace_path
 from stream.trace_replay import check_pacing, replay
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from predictor.traces import iter_events
+from stream.app import attach_load, service_metrics, start_model_workers, stop_on_signals
 from stream.cliutil import (
     add_flag,
     add_trace_flags,
@@ -27,14 +28,7 @@ from stream.cliutil import (
     set_torch_threads,
 )
 from stream.commands._refit import add_refit_flags
-from stream.commands.serve import (
-    add_service_flags,
-    attach_load,
-    service_config,
-    service_metrics,
-    start_model_workers,
-    stop_on_signals,
-)
+from stream.commands._serve_flags import add_service_flags, service_settings
 from stream.metrics import serve_metrics
 from stream.sinks import JsonlSink, TeeSink
 from stream.status import StatusPrinter, load_table, summary_table
@@ -161,12 +155,13 @@ def run(args: argparse.Namespace) -> int:
     from stream.model_slots import have_models, read_slots
     from stream.service import ForecastService, tune_gc
 
-    config = service_config(args)
+    settings = service_settings(args)
+    config = settings.serve
     total_rows = args.events + args.train_rows
     df, _, source_name = load_from_args(args, synth_rows=total_rows, synth_seed=args.seed)
     replayed = df.tail(args.events) if args.events else df
     head = df.iloc[: len(df) - len(replayed)].tail(args.train_rows)
-    metrics = service_metrics(args)
+    metrics = service_metrics(settings.metrics_max_streams)
     slots = read_slots(args.model_dir, args.models, metrics, device=args.device)
     if not have_models(slots):
         if len(head) == 0:
@@ -219,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
     # the rows just before the replayed part are history, not news: start with warm windows
     history = list(iter_events(df.iloc[: len(df) - len(replayed)].tail(args.train_rows)))
     service.warm(history[-config.window_capacity * 20 :])
-    load = attach_load(args, service, metrics, args.device)
+    load = attach_load(settings.load, service, metrics, args.device)
     if load is not None:
         load.warm(history)
     rate = None if args.speed else (args.rate or None)
@@ -247,7 +242,14 @@ def run(args: argparse.Namespace) -> int:
         out,
         args.metrics_port,
     )
-    workers = start_model_workers(args, slots, metrics, service, kafka=kafka, load=load)
+    workers = start_model_workers(
+        settings.workers,
+        slots,
+        metrics,
+        service,
+        kafka=kafka,
+        load=None if load is None else (load, settings.load),
+    )
     status = StatusPrinter(service.state, args.status_interval)
     started = time.monotonic()
     replayer.start()

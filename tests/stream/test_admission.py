@@ -134,16 +134,16 @@ def test_a_poison_pill_is_a_dead_letter_and_the_loop_goes_on() -> None:
 def test_any_exception_of_one_event_makes_it_a_dead_letter(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import stream.service
+    import stream.validation
 
-    real = stream.service.decode_event
+    real = stream.validation.decode_event
 
     def flaky(raw: bytes) -> RequestEvent:
         if raw == b"boom":
             raise KeyError("a bug")
         return real(raw)
 
-    monkeypatch.setattr(stream.service, "decode_event", flaky)
+    monkeypatch.setattr(stream.validation, "decode_event", flaky)
     broker = MemoryBroker()
     values = [_raw(1.0), b"boom", _raw(2.0)]
     _fill(broker, values)

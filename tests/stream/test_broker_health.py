@@ -11,8 +11,8 @@ import pytest
 from kafka_proxy import TcpProxy, proxied_config
 from prometheus_client import CollectorRegistry, Gauge
 
+from stream.app import kafka_service
 from stream.broker_health import BrokerHealth
-from stream.commands.serve import kafka_service
 from stream.kafka_io import KafkaSink
 from stream.metrics import Metrics
 from stream.service import ServeConfig

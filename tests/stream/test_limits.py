@@ -18,9 +18,9 @@ from predictor.events import MAX_STREAM_KEY_CHARS, RequestEvent
 from predictor.models.base import Prediction
 from predictor.slot import ModelSlot
 from stream.cli import build_parser
-from stream.load_stream import LoadConfig, LoadForecasting
 from stream.metrics import MAX_EXPORTED_STREAMS, Metrics, serve_metrics
 from stream.service import MAX_DEAD_LETTER_RAW_BYTES, ForecastService, ServeConfig
+from stream.tasks.load import LoadConfig, LoadForecasting
 from stream.transport import MemoryBroker, Record
 from tests.stream.test_schemas import schema
 
@@ -59,8 +59,7 @@ def _service(broker: MemoryBroker, metrics: Metrics) -> tuple[ForecastService, L
         metrics,
     )
     load = LoadForecasting(LoadConfig("out", 10.0, (1, 3)), _slots(3), metrics)
-    service.producers.append(load.process)
-    service.exporters.append(load.export_scores)
+    service.add_task(load)
     return service, load
 
 

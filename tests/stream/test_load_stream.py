@@ -16,9 +16,9 @@ from predictor.events import RequestEvent
 from predictor.features import Scaler
 from predictor.models.neural import NeuralForecaster, NeuralSpec, build_module
 from predictor.slot import ModelSlot
-from stream.load_stream import LoadConfig, LoadForecasting
 from stream.metrics import Metrics
 from stream.service import ForecastService, ServeConfig
+from stream.tasks.load import LoadConfig, LoadForecasting
 from stream.transport import MemoryBroker
 
 SCHEMA = Path(__file__).resolve().parents[2] / "stream" / "schemas" / "forecast.schema.json"
@@ -79,9 +79,7 @@ def with_load(
     """A service over topic ``in`` with next-request and load forecasts, wired as serve does."""
     service = next_request_service(broker, metrics, history)
     load = LoadForecasting(LoadConfig("out", bin_s, (1, 3), "none"), slots(3), metrics)
-    service.producers.append(load.process)
-    service.exporters.append(load.export_scores)
-    service.warmers.append(load.rewarm)
+    service.add_task(load)
     return service, load
 
 
@@ -228,11 +226,10 @@ def test_a_running_service_swaps_in_newer_load_models_from_the_model_dir(
     """serve's load watcher: a newer load artifact for this --bin-s replaces the serving one
     (and the next forecasts name its version); a next-request artifact, one for other bins
     and one whose window the service does not keep are left out, each rejected once."""
-    import argparse
     import logging
 
     from predictor.artifacts import save_artifact
-    from stream.commands.serve import attach_load, load_watcher
+    from stream.app import LoadSettings, attach_load, load_watcher
 
     def save(fc: NeuralForecaster, version: int, task: str = "load", bin_s: float = 10.0) -> None:
         save_artifact(
@@ -241,13 +238,12 @@ def test_a_running_service_swaps_in_newer_load_models_from_the_model_dir(
 
     for arch in ("lstm", "dlinear"):
         save(tiny(arch, 3), 1)
-    args = argparse.Namespace(
+    args = LoadSettings(
         model_dir=str(tmp_path),
-        models=["lstm", "dlinear"],
-        no_load=False,
+        models=("lstm", "dlinear"),
         bin_s=10.0,
-        horizons=[1, 3],
-        watch_model_dir=60.0,
+        horizons=(1, 3),
+        watch_s=60.0,
     )
     broker = MemoryBroker()
     broker.create_topic("in", 1)

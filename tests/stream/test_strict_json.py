@@ -19,9 +19,9 @@ from predictor.features import Scaler
 from predictor.forecast import NextRequestEncoder, NextRequestForecast, finite_or_none
 from predictor.models.neural import NeuralForecaster, NeuralSpec, build_module
 from predictor.slot import ModelSlot
-from stream.load_stream import LoadConfig, LoadForecasting
 from stream.metrics import Metrics
 from stream.service import ForecastService, ServeConfig
+from stream.tasks.load import LoadConfig, LoadForecasting
 from stream.transport import MemoryBroker
 
 SCHEMA = Path(__file__).resolve().parents[2] / "stream" / "schemas" / "forecast.schema.json"
@@ -139,9 +139,7 @@ def test_served_forecasts_of_a_broken_model_are_strict_json() -> None:
         metrics,
     )
     load = LoadForecasting(LoadConfig("out", 10.0, (1, 3), "none"), _slots(3), metrics)
-    service.producers.append(load.process)
-    service.exporters.append(load.export_scores)
-    service.warmers.append(load.rewarm)
+    service.add_task(load)
     service.run(threading.Event(), max_events=len(events))
     messages = [_strict(r.value) for r in broker.records("out")]
     kinds = {m["kind"] for m in messages}

@@ -12,7 +12,7 @@ scored on every forecast whose target bin ``t+h`` is in the trace, pooled over
 streams: MAE, sMAPE (:func:`trainer.evaluation.stats._smape`), interval coverage, n.
 
 Intervals are calibrated online, as the service does
-(:mod:`stream.load_stream`): one :class:`~predictor.calibration.OnlineConformal`
+(:mod:`stream.tasks.load`): one :class:`~predictor.calibration.OnlineConformal`
 per forecaster, keyed by quantity and horizon and pooled over streams; the
 interval published at ``t`` is widened by the current widening, and once bin
 ``t+h`` is known the forecaster's own interval of that forecast is scored into

@@ -1,4 +1,4 @@
-"""Load forecasts in the serving loop: bins close as events arrive, each closed bin
+"""Load forecasts, a task of the serving loop: bins close as events arrive, each closed bin
 triggers a multi-horizon forecast per load model, and matured forecasts are scored.
 
 For every stream, when an event opens a new time bin the previous bin closes
@@ -20,20 +20,28 @@ from typing import Any
 
 import numpy as np
 
-from predictor.calibration import PRIME_BINS, calibrate_online, load_conformal, widen_interval
+from predictor.calibration import PRIME_BINS, calibrate_online, load_conformal
 from predictor.events import RequestEvent
 from predictor.features import pad_window
 from predictor.forecast import finite_or_none
 from predictor.load import LOAD_QUANTITIES, LoadBins
 from predictor.models.base import Forecaster, Prediction
 from predictor.scoring import LOAD_BEST_MIN_COUNT, LOAD_BEST_SIZE, RollingScores, score_key
-from predictor.slot import ModelSlot
+from stream.loop import Message
 from stream.metrics import Metrics
+from stream.tasks.common import (
+    Slots,
+    calibrated,
+    confidence,
+    export_scores,
+    longest_window,
+    ready,
+    score,
+)
 from stream.transport import Record
+from stream.validation import Valid
 
 log = logging.getLogger(__name__)
-
-Message = tuple[str, bytes | None, bytes]
 
 
 @dataclass(frozen=True)
@@ -58,7 +66,7 @@ class _Made:
 
 
 @dataclass
-class _Batch:
+class _ModelForecasts:
     """One model's forecasts for the windows of a batch's closed bins, ``[m, H, 3]`` each."""
 
     version: int
@@ -81,12 +89,16 @@ class _Batch:
         )
 
 
+def _split_key(key: str) -> tuple[str, str]:
+    """``(quantity, horizon)`` of a load score key (:func:`~predictor.scoring.score_key`)."""
+    q, h = key.split("@")
+    return q, h
+
+
 class LoadForecasting:
     """Per-stream bins, load forecasts per model and ``best``, online scoring and calibration."""
 
-    def __init__(
-        self, config: LoadConfig, slots: dict[str, ModelSlot[Forecaster]], metrics: Metrics
-    ) -> None:
+    def __init__(self, config: LoadConfig, slots: Slots, metrics: Metrics) -> None:
         self.config, self.slots, self.metrics = config, slots, metrics
         self.bins = self._new_bins()
         self.conformal = load_conformal()
@@ -97,10 +109,8 @@ class LoadForecasting:
         self.published = 0
 
     def _new_bins(self) -> LoadBins:
-        lens = [cur.forecaster.seq_len for s in self.slots.values() if (cur := s.current())]
-        return LoadBins(
-            self.config.bin_s, capacity=max(512, max(lens, default=64)), on_evict=self._forget
-        )
+        capacity = max(512, longest_window(self.slots, default=64))
+        return LoadBins(self.config.bin_s, capacity=capacity, on_evict=self._forget)
 
     def _forget(self, stream: str) -> None:
         """Drop what is kept for ``stream`` besides its bins (evicted: least recently seen)."""
@@ -109,7 +119,7 @@ class LoadForecasting:
         self.metrics.load_streams.remove(stream)
         self.metrics.actual_streams.remove(stream)
 
-    def rewarm(self, events: list[RequestEvent]) -> None:
+    def on_assign(self, events: list[RequestEvent]) -> None:
         """After a (re)assignment: rebuild the bins from ``events``, the recent history of
         the partitions now owned (in time order), and the calibration from them. Without
         history all is left as it is (a fresh group starts at the beginning of its input)."""
@@ -157,12 +167,10 @@ class LoadForecasting:
                 scored += sum(max(0, len(history) - start - h) for h in horizons)
         return scored
 
-    def process(self, valid: list[tuple[RequestEvent, Record]]) -> list[Message]:
+    def process(self, valid: list[Valid]) -> list[Message]:
         """Bins closed by ``valid``, scored in order; one forward pass per model for all of them."""
         closures: list[tuple[str, int, Record, list[tuple[int, np.ndarray]], np.ndarray]] = []
-        longest = max(
-            (cur.forecaster.seq_len for s in self.slots.values() if (cur := s.current())), default=1
-        )
+        longest = longest_window(self.slots, default=1)
         for ev, rec in valid:
             stream = ev.stream_key(self.config.stream_key)
             closed = self.bins.add(stream, ev.timestamp_s, ev.request_tokens, ev.response_tokens)
@@ -200,17 +208,14 @@ class LoadForecasting:
                         g.set((stream, name, q, str(h), "upper"), m.upper[c])
         self._latest.clear()
 
-    def _predict(self, histories: list[np.ndarray]) -> dict[str, _Batch]:
+    def _predict(self, histories: list[np.ndarray]) -> dict[str, _ModelForecasts]:
         """Each load model's forecasts for every window, ``[m, H, 3]`` per bound."""
-        out: dict[str, _Batch] = {}
-        for name, slot in self.slots.items():
-            loaded = slot.current()
-            if loaded is None:
-                continue
+        out: dict[str, _ModelForecasts] = {}
+        for name, loaded in ready(self.slots):
             fc = loaded.forecaster
             padded = [pad_window(h[-fc.seq_len :], fc.seq_len) for h in histories]
             pred = fc.predict(np.stack([w for w, _ in padded]))  # [m, H, 3]
-            out[name] = _Batch(
+            out[name] = _ModelForecasts(
                 loaded.version, fc, pred.point, pred.lower, pred.upper, [w for _, w in padded]
             )
         return out
@@ -221,29 +226,16 @@ class LoadForecasting:
 
     def _score(self, stream: str, k: int, actual: np.ndarray) -> None:
         for made in self._pending.get(stream, {}).pop(k, []):
-            hit = (actual >= made.lower) & (actual <= made.upper)
-            err = np.abs(made.point - actual)
-            for c, q in enumerate(LOAD_QUANTITIES):
-                self.scores.add(
-                    made.model, score_key(q, made.horizon), err[c : c + 1], hit[c : c + 1]
-                )
-                if made.model != "best":
-                    self.conformal.update(
-                        (made.model, q, made.horizon),
-                        actual[c : c + 1],
-                        made.raw_lower[c : c + 1],
-                        made.raw_upper[c : c + 1],
-                    )
+            h = made.horizon
+            keys: list[tuple[str, Any]] = [
+                (score_key(q, h), (made.model, q, h)) for q in LOAD_QUANTITIES
+            ]
+            rows = (made.point, made.lower, made.upper, made.raw_lower, made.raw_upper)
+            score(self.scores, self.conformal, made.model, keys, actual, rows)
 
-    def export_scores(self) -> None:
+    def export_metrics(self) -> None:
         """Push rolling load MAE and coverage to the gauges (called about once a second)."""
-        for model, key in self.scores.tracked():
-            q, h = key.split("@")
-            mae, cov = self.scores.mae(model, key), self.scores.coverage(model, key)
-            if mae is not None:
-                self.metrics.online_mae.labels(model, "load", q, h).set(mae)
-            if cov is not None:
-                self.metrics.online_coverage.labels(model, "load", q, h).set(cov)
+        export_scores(self.scores, self.metrics, "load", _split_key)
 
     def _forecast(
         self,
@@ -262,13 +254,21 @@ class LoadForecasting:
                 if h > fc.horizon:
                     continue
                 point, lo, hi = point_h[h - 1], lo_h[h - 1], hi_h[h - 1]
-                widen = np.array([self.conformal.widen((name, q, h)) for q in LOAD_QUANTITIES])
-                clo, chi = widen_interval(point, lo, hi, widen)
+                keys = [(name, q, h) for q in LOAD_QUANTITIES]
+                clo, chi = calibrated(self.conformal, keys, point, lo, hi)
                 made[h] = _Made(name, h, point, clo, chi, lo, hi)
             per_model[name], versions[name] = made, version
             messages.append(
                 self._message(
-                    stream, name, version, k, made, warm, rec, now, self._confidence(name, fc)
+                    stream,
+                    name,
+                    version,
+                    k,
+                    made,
+                    warm,
+                    rec,
+                    now,
+                    confidence(self.scores, name, fc),
                 )
             )
         if len(per_model) > 1:
@@ -283,7 +283,7 @@ class LoadForecasting:
                     True,
                     rec,
                     now,
-                    self._confidence("best", None),
+                    confidence(self.scores, "best", None),
                 )
             )
             per_model["best"] = best
@@ -320,12 +320,6 @@ class LoadForecasting:
                 )
             out[h] = _Made("best", h, point, lo, hi, rlo, rhi)
         return out
-
-    def _confidence(self, model: str, fc: Forecaster | None) -> float | None:
-        online = self.scores.model_coverage(model)
-        if online is not None:
-            return round(online, 4)
-        return getattr(fc, "confidence", None)
 
     def _message(
         self,

@@ -1,0 +1,251 @@
+"""Assembly of the serving process, out of the CLI: typed settings in, running parts out.
+
+``reqcast serve`` and ``reqcast run`` (and the streaming benchmark's worker) build the same
+pieces: the service over a Kafka consumer group (:func:`kafka_service`), load forecasts
+when load models exist (:func:`attach_load`), and the workers that keep models current
+(:func:`start_model_workers`: refits, the model topic, the model-dir watchers). The
+commands turn their flags into the settings here (:mod:`stream.commands._serve_flags`);
+nothing here reads flags.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from predictor.errors import ConfigError
+from stream.metrics import MAX_EXPORTED_STREAMS, Metrics
+from stream.service import ServeConfig
+from stream.transport import Record, Sink, Source
+
+if TYPE_CHECKING:
+    from predictor.models.base import Forecaster
+    from predictor.slot import ModelSlot
+    from stream.kafka_io import KafkaConfig, KafkaSource
+    from stream.model_sync import ModelDirWatcher
+    from stream.service import ForecastService
+    from stream.tasks.load import LoadForecasting
+    from trainer.refit import RefitConfig
+
+log = logging.getLogger(__name__)
+
+#: a conservative rate for reading history on assignment (kafka-python reads far faster)
+HISTORY_RECORDS_PER_S = 5_000
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """Load forecasts: which artifacts (``task="load"`` in ``model_dir``), for which bins."""
+
+    model_dir: str
+    models: tuple[str, ...]
+    bin_s: float = 60.0
+    horizons: tuple[int, ...] = (1, 6, 30)
+    enabled: bool = True
+    #: seconds between checks of ``model_dir`` for newer load models (0: never)
+    watch_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What keeps the served models current besides the loop."""
+
+    model_dir: str
+    #: seconds between checks of ``model_dir`` for newer versions (0: never)
+    watch_model_dir_s: float = 0.0
+    #: compacted topic new versions arrive on and refits publish to ('': none)
+    model_topic: str = ""
+    #: the periodic refit in this process (None: none, e.g. a ``reqcast trainer`` runs)
+    refit: RefitConfig | None = None
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Everything ``serve`` and ``run`` share, as their flags set it."""
+
+    serve: ServeConfig
+    load: LoadSettings
+    workers: WorkerSettings
+    metrics_max_streams: int = MAX_EXPORTED_STREAMS
+
+
+def service_metrics(max_streams: int = MAX_EXPORTED_STREAMS) -> Metrics:
+    """The metrics of ``serve`` and ``run``, each per-stream gauge bounded to ``max_streams``."""
+    if max_streams < 0:
+        raise ConfigError(f"--metrics-max-streams must be 0 or more, got {max_streams}")
+    return Metrics(max_exported_streams=max_streams)
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT ask the loop to finish its batch and stop."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        log.info("signal %d: stopping after the current batch", signum)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handler)
+
+
+def kafka_service(
+    kafka: KafkaConfig,
+    config: ServeConfig,
+    group_id: str,
+    sink: Sink,
+    slots: dict[str, ModelSlot[Forecaster]],
+    metrics: Metrics,
+    wrap_source: Callable[[KafkaSource], Source] | None = None,
+    *,
+    session_timeout_ms: int,
+    heartbeat_interval_ms: int,
+    max_poll_interval_ms: int,
+) -> tuple[ForecastService, KafkaSource]:
+    """The serving loop over a member of ``group_id`` reading ``config.input_topic``, as
+    ``serve`` runs it: on every assignment the windows are rebuilt from the records just
+    before the committed offsets. ``wrap_source`` may wrap the source the loop polls."""
+    from stream.kafka_admin import read_before
+    from stream.kafka_io import KafkaSource
+    from stream.service import ForecastService
+
+    holder: dict[str, ForecastService] = {}
+
+    def on_assign(partitions: list[int]) -> None:
+        holder["service"].on_assign(partitions)
+
+    source = KafkaSource(
+        kafka,
+        config.input_topic,
+        group_id,
+        on_assign=on_assign,
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=heartbeat_interval_ms,
+        max_poll_interval_ms=max_poll_interval_ms,
+        async_commits=True,  # forecasts are acknowledged before; see KafkaSource.commit
+    )
+
+    def history(partitions: list[int]) -> list[Record]:
+        ends = source.committed(partitions)
+        per_partition = max(config.window_capacity, config.history_records)
+        # a read cut short by its timeout keeps the older records, so leave it ample time,
+        # but not so much that the group gives up on this member (it reads inside poll)
+        timeout_s = min(
+            10.0 + per_partition * len(ends) / HISTORY_RECORDS_PER_S,
+            max_poll_interval_ms / 2000,
+        )
+        return read_before(kafka, config.input_topic, ends, per_partition, timeout_s=timeout_s)
+
+    polled = wrap_source(source) if wrap_source is not None else source
+    service = ForecastService(config, polled, sink, slots, metrics, history=history)
+    service.health.connected = source.connected
+    holder["service"] = service
+    return service, source
+
+
+def start_model_workers(
+    settings: WorkerSettings,
+    slots: dict[str, ModelSlot[Forecaster]],
+    metrics: Metrics,
+    service: ForecastService,
+    kafka: KafkaConfig | None = None,
+    load: tuple[LoadForecasting, LoadSettings] | None = None,
+) -> list[Any]:
+    """The refit worker, the model-topic follower and the model-dir watchers (next-request
+    models, and ``load``'s models if given) that ``settings`` ask for, started."""
+    from stream.model_sync import ModelDirWatcher, ModelPublisher, ModelTopicFollower
+    from trainer.refit import RefitWorker
+
+    workers: list[Any] = []
+    model_topic = settings.model_topic
+    if kafka is not None and model_topic:
+        from stream.kafka_admin import ensure_topics
+
+        ensure_topics(kafka, {model_topic: 1}, configs={model_topic: {"cleanup.policy": "compact"}})
+        workers.append(ModelTopicFollower(kafka, model_topic, slots, metrics))
+    if settings.watch_model_dir_s:
+        workers.append(
+            ModelDirWatcher(
+                settings.model_dir, slots, metrics, interval_s=settings.watch_model_dir_s
+            )
+        )
+        if load is not None:
+            workers.append(load_watcher(load[1], load[0], metrics))
+    if settings.refit is not None:
+        publish = None
+        if kafka is not None and model_topic:
+            from stream.kafka_io import KafkaSink
+
+            # a producer of its own: the serving loop's flushes and errors stay its own
+            publish = ModelPublisher(KafkaSink(kafka), model_topic)
+        worker = RefitWorker(settings.refit, slots, metrics, publish=publish)
+        service.observers.append(worker.observe)
+        workers.append(worker)
+    for w in workers:
+        w.start()
+    return workers
+
+
+def attach_load(
+    settings: LoadSettings, service: ForecastService, metrics: Metrics, device: str = "cpu"
+) -> LoadForecasting | None:
+    """Add load forecasts to ``service`` when load models for ``bin_s`` are in the model dir."""
+    from stream.model_slots import have_models, read_slots
+    from stream.tasks.load import LoadConfig, LoadForecasting
+
+    if not settings.enabled:
+        return None
+    slots = read_slots(
+        settings.model_dir, list(settings.models), metrics, device=device, task="load"
+    )
+    for name, slot in slots.items():
+        cur = slot.current()
+        why = _bin_mismatch(cur.meta, settings.bin_s) if cur else None
+        if why is not None:
+            log.warning("load model %s: %s: not used", name, why)
+            slots[name] = type(slot)(name)
+    if not have_models(slots):
+        log.info("no load models in %s: publishing next-request forecasts only", settings.model_dir)
+        return None
+    config = service.config
+    load = LoadForecasting(
+        LoadConfig(config.output_topic, settings.bin_s, settings.horizons, config.stream_key),
+        slots,
+        metrics,
+    )
+    service.add_task(load)
+    return load
+
+
+def _bin_mismatch(meta: dict[str, Any], bin_s: float) -> str | None:
+    """Why a load artifact cannot forecast ``bin_s`` bins (None: it can)."""
+    trained = meta.get("load", {}).get("bin_s")
+    if trained is not None and float(trained) != float(bin_s):
+        return f"trained for {trained}s bins, not {bin_s}s"
+    return None
+
+
+def load_watcher(
+    settings: LoadSettings, load: LoadForecasting, metrics: Metrics
+) -> ModelDirWatcher:
+    """A model-dir watcher that swaps newer load models into ``load``'s slots: ones for this
+    ``bin_s`` whose window fits the bins the service keeps."""
+    from stream.model_sync import ModelDirWatcher
+
+    def compatible(meta: dict[str, Any], fc: Forecaster) -> str | None:
+        capacity = load.bins.capacity
+        if fc.seq_len > capacity:
+            return f"needs {fc.seq_len} bins of history, the service keeps {capacity}"
+        return _bin_mismatch(meta, settings.bin_s)
+
+    return ModelDirWatcher(
+        settings.model_dir,
+        load.slots,
+        metrics,
+        interval_s=settings.watch_s,
+        task="load",
+        compatible=compatible,
+    )

@@ -1,0 +1,162 @@
+"""Flags shared by ``reqcast serve`` and ``reqcast run``, and the settings they make
+(:class:`stream.app.ServiceSettings`): the one place flags become the serving process's
+typed configuration."""
+
+from __future__ import annotations
+
+import argparse
+
+from predictor.errors import ConfigError
+from stream.app import LoadSettings, ServiceSettings, WorkerSettings
+from stream.cliutil import add_flag, check_torch_threads
+from stream.commands._refit import refit_config
+from stream.metrics import MAX_EXPORTED_STREAMS, METRICS_HOST
+from stream.service import ServeConfig
+
+
+def add_service_flags(p: argparse.ArgumentParser) -> None:
+    """Flags shared by ``serve`` and ``run``."""
+    add_flag(
+        p,
+        "--no-best",
+        action="store_true",
+        help="publish no `best` forecasts (per quantity, the model with the lower rolling error)",
+    )
+    add_flag(
+        p,
+        "--no-load",
+        action="store_true",
+        help="publish no load forecasts even if load models exist",
+    )
+    add_flag(
+        p,
+        "--bin-s",
+        type=float,
+        default=60.0,
+        help="load forecasts: bin size in seconds (load models must be trained for it)",
+    )
+    add_flag(
+        p,
+        "--horizons",
+        type=int,
+        nargs="+",
+        default=[1, 6, 30],
+        help="load forecasts: horizons in bins",
+    )
+    add_flag(p, "--input-topic", default="requests", help="topic of request events")
+    add_flag(p, "--output-topic", default="forecasts", help="topic forecasts are published to")
+    add_flag(p, "--dlq-topic", help="dead-letter topic (default: <input topic>.dlq)")
+    add_flag(p, "--model-dir", default="models", help="where model artifacts are")
+    add_flag(p, "--models", nargs="+", default=["lstm", "dlinear"], help="models to serve")
+    add_flag(
+        p,
+        "--stream-key",
+        default="model",
+        choices=["model", "none"],
+        help="one rolling window per model field, or one for all",
+    )
+    add_flag(p, "--metrics-port", type=int, default=9464, help="port of /metrics (0: off)")
+    add_flag(
+        p,
+        "--metrics-host",
+        default=METRICS_HOST,
+        help="address /metrics listens on (the default, every interface, suits a container; "
+        "127.0.0.1 keeps it to the host)",
+    )
+    add_flag(
+        p,
+        "--metrics-max-streams",
+        type=int,
+        default=MAX_EXPORTED_STREAMS,
+        help="streams each per-stream gauge exports at most, first come first served (the "
+        "rest are counted in reqcast_stream_series_dropped_total)",
+    )
+    add_flag(p, "--batch-max", type=int, default=500, help="most events per micro-batch")
+    add_flag(
+        p,
+        "--window",
+        type=int,
+        default=256,
+        help="requests kept per stream (at least the longest seq_len)",
+    )
+    add_flag(
+        p,
+        "--max-lateness",
+        type=float,
+        default=3600.0,
+        help="events this many seconds older than their stream go to the DLQ",
+    )
+    add_flag(
+        p,
+        "--max-future",
+        type=float,
+        default=86400.0,
+        help="events stamped this many seconds after the newest event accepted (trace time: "
+        "seconds from the start of a trace), or after this machine's clock (by more than the "
+        "smaller of this and --max-lateness), go to the DLQ as future_timestamp; a trace that "
+        "really jumps is followed from its second event",
+    )
+    add_flag(
+        p, "--device", default="cpu", choices=["auto", "cpu", "cuda"], help="device for inference"
+    )
+    add_flag(
+        p,
+        "--compression",
+        default="none",
+        choices=["none", "gzip"],
+        help="codec of the forecast batches written to Kafka (gzip: about 13 times fewer "
+        "bytes for about 5 us of CPU per event)",
+    )
+    add_flag(
+        p,
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="CPU threads for inference (0: torch's default, one per core); one keeps the "
+        "small models from competing with the Kafka client and broker for cores",
+    )
+
+
+def service_settings(args: argparse.Namespace) -> ServiceSettings:
+    """The settings of ``args`` (``serve``'s or ``run``'s), checked: a bad value is a
+    :class:`ConfigError` naming its flag."""
+    if args.window < 1 or args.batch_max < 1:
+        raise ConfigError("--window and --batch-max must be positive")
+    if not args.max_future > 0 or not args.max_lateness >= 0:
+        raise ConfigError("--max-future must be positive and --max-lateness 0 or more")
+    history_records = getattr(args, "history_records", 0)  # serve only
+    if history_records < 0:
+        raise ConfigError(f"--history-records must be 0 or more, got {history_records}")
+    check_torch_threads(args.torch_threads)  # applied once the loop starts
+    if args.metrics_max_streams < 0:
+        raise ConfigError(
+            f"--metrics-max-streams must be 0 or more, got {args.metrics_max_streams}"
+        )
+    serve = ServeConfig(
+        input_topic=args.input_topic,
+        output_topic=args.output_topic,
+        dlq_topic=args.dlq_topic,
+        stream_key=args.stream_key,
+        batch_max=args.batch_max,
+        window_capacity=args.window,
+        max_lateness_s=args.max_lateness,
+        max_future_s=args.max_future,
+        publish_best=not args.no_best,
+        history_records=history_records,
+    )
+    watch_s = getattr(args, "watch_model_dir", 0) or 0.0  # serve only
+    load = LoadSettings(
+        model_dir=args.model_dir,
+        models=tuple(args.models),
+        bin_s=args.bin_s,
+        horizons=tuple(args.horizons),
+        enabled=not args.no_load,
+        watch_s=watch_s,
+    )
+    workers = WorkerSettings(
+        model_dir=args.model_dir,
+        watch_model_dir_s=watch_s,
+        model_topic=getattr(args, "model_topic", "") or "",  # serve only
+        refit=None if args.no_refit else refit_config(args),
+    )
+    return ServiceSettings(serve, load, workers, args.metrics_max_streams)
