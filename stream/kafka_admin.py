@@ -39,14 +39,30 @@ ADMIN_TIMEOUT_S = 30.0
 
 
 def wait_for_broker(config: KafkaConfig, timeout_s: float) -> None:
-    """Return once a broker answers; :class:`BrokerError` after ``timeout_s`` otherwise."""
+    """Return once a broker answers; :class:`BrokerError` after ``timeout_s`` otherwise.
+
+    Says so in one line first; kafka-python's own loggers, which log each refused connection
+    and backoff (about 22 lines in 30 s), are quiet meanwhile: the error says what failed."""
     log.info(
-        "waiting up to %g s for the Kafka broker at %s (%s)",
+        "waiting up to %g s for the Kafka broker at %s (%s) ...",
         timeout_s,
         config.bootstrap_servers,
         config.security_protocol,
     )
-    _admin(config, timeout_s).close()
+    with quiet_kafka_logs():
+        _admin(config, timeout_s).close()
+
+
+@contextmanager
+def quiet_kafka_logs(level: int = logging.CRITICAL) -> Iterator[None]:
+    """kafka-python's loggers at ``level`` inside the block, as they were after it."""
+    kafka = logging.getLogger("kafka")
+    before = kafka.level
+    kafka.setLevel(level)
+    try:
+        yield
+    finally:
+        kafka.setLevel(before)
 
 
 def _admin(config: KafkaConfig, timeout_s: float) -> KafkaAdminClient:

@@ -13,10 +13,13 @@ from predictor.artifacts import load_latest
 from predictor.errors import ModelLoadError
 from predictor.models.base import Forecaster
 from predictor.slot import ModelSlot
-from predictor.tasks import NEXT_REQUEST
+from predictor.tasks import LOAD, NEXT_REQUEST
 from stream.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+#: how log lines name a task
+TASK_LABELS = {NEXT_REQUEST: "next-request", LOAD: "load"}
 
 #: per service (its metrics), the artifact directories already rejected
 _rejected: weakref.WeakKeyDictionary[Metrics, set[str]] = weakref.WeakKeyDictionary()
@@ -44,9 +47,16 @@ def read_slots(
     metrics: Metrics,
     device: str = "cpu",
     task: str = NEXT_REQUEST,
+    missing_level: int | None = None,
 ) -> dict[str, ModelSlot[Forecaster]]:
     """One slot per model, filled with the newest loadable artifact of ``task`` where there is
-    one; unusable ones (a bad ``meta.json``, corrupt weights) are rejected on the way."""
+    one; unusable ones (a bad ``meta.json``, corrupt weights) are rejected on the way.
+
+    A model without one is logged at ``missing_level``: by default a warning for next-request
+    models and information for load models (optional); ``reqcast run``, about to train first
+    models, passes ``logging.INFO``."""
+    if missing_level is None:
+        missing_level = logging.WARNING if task == NEXT_REQUEST else logging.INFO
     slots: dict[str, ModelSlot[Forecaster]] = {}
     for name in models:
         slot: ModelSlot[Forecaster] = ModelSlot(name)
@@ -57,9 +67,10 @@ def read_slots(
         try:
             fc, meta = load_latest(model_dir, name, task=task, device=device, on_invalid=invalid)
         except ModelLoadError as exc:
-            (log.warning if task == NEXT_REQUEST else log.info)("%s (%s): %s", name, task, exc)
+            log.log(missing_level, "%s (%s): %s", name, task, exc)
         else:
-            install(slot, fc, meta, metrics, reason="startup")
+            where = Path(model_dir) / str(meta.get("name", ""))
+            install(slot, fc, meta, metrics, reason="startup", where=where)
         slots[name] = slot
     return slots
 
@@ -70,8 +81,11 @@ def install(
     meta: dict[str, object],
     metrics: Metrics,
     reason: str = "newer",
+    where: str | Path | None = None,
 ) -> bool:
-    """Offer a loaded model to ``slot``; export its version when it is taken."""
+    """Offer a loaded model to ``slot``; export its version when it is taken. The log line
+    names the task (a next-request and a load model of one name have versions of their own)
+    and the artifact folder ``where`` it came from (else the artifact's name)."""
     version = int(meta.get("version", 0))  # type: ignore[call-overload]
     if not slot.offer(forecaster, version, meta):
         return False
@@ -84,7 +98,14 @@ def install(
             "created_at": str(meta.get("created_at", "")),
         }
     )
-    log.info("serving %s version %d (%s, %s)", slot.name, version, meta.get("name"), reason)
+    log.info(
+        "serving %s version %d for %s (%s, %s)",
+        slot.name,
+        version,
+        TASK_LABELS.get(task, task),
+        where if where is not None else meta.get("name"),
+        reason,
+    )
     return True
 
 

@@ -294,7 +294,7 @@ class ModelDirWatcher(PeriodicWorker):
                     self._rejected.add(str(info.path))
                     reject(self.metrics, name, "incompatible", info.path.name, why)
                     continue
-                if install(slot, fc, meta, self.metrics, reason="model dir"):
+                if install(slot, fc, meta, self.metrics, reason="model dir", where=info.path):
                     self.metrics.swaps.labels(name, "accepted", "model_dir").inc()
                     installed += 1
                 break

@@ -33,6 +33,10 @@ def _fmt(v: float | None, pct: bool = False) -> str:
     return f"{v:.0%}" if pct else f"{v:.3g}"
 
 
+#: a value as the status line and the summary tables show it (``-`` for none)
+fmt = _fmt
+
+
 class StatusPrinter(PeriodicWorker):
     """Prints ``status_line(get_state())`` every ``interval_s`` until stopped (never when
     ``interval_s`` is 0)."""

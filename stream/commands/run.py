@@ -10,14 +10,14 @@ forecast to a JSON Lines file; prints a live status line and a summary. With
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import pandas as pd
-
+from predictor.errors import ConfigError
 from predictor.traces import iter_events
 from stream.app import attach_load, service_metrics, start_model_workers, stop_on_signals
 from stream.cliutil import (
@@ -29,9 +29,11 @@ from stream.cliutil import (
 )
 from stream.commands._refit import add_refit_flags
 from stream.commands._serve_flags import add_service_flags, service_settings
+from stream.first_models import announce, train_first, train_first_load
 from stream.metrics import serve_metrics
 from stream.sinks import JsonlSink, TeeSink
-from stream.status import StatusPrinter, load_table, summary_table
+from stream.status import StatusPrinter
+from stream.summary import Timings, run_summary
 from stream.trace_replay import replay
 from stream.transport import MemoryBroker, Sink, Source
 
@@ -83,6 +85,19 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     add_flag(
         p, "--bootstrap-servers", help="use this Kafka cluster instead of the in-process transport"
     )
+    add_flag(
+        p,
+        "--broker-wait",
+        type=float,
+        default=30.0,
+        help="with --bootstrap-servers: seconds start-up waits for the broker before it gives up",
+    )
+    add_flag(
+        p,
+        "--keep-serving",
+        action="store_true",
+        help="after the replay, keep /metrics and the status line up until Ctrl-C",
+    )
     add_service_flags(p)
     set_flag_default(
         p,
@@ -94,82 +109,42 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     add_refit_flags(p, every_events=5_000, every_s=0, window=5_000, epochs=5)
 
 
-def _first_models(args: argparse.Namespace, head: pd.DataFrame) -> None:
-    from trainer.offline import train_models
-    from trainer.presets import get_preset
-
-    preset = get_preset("cpu").override(
-        epochs=args.first_epochs,
-        seq_len=args.seq_len,
-        sample_size=None,
-        models=tuple(args.models),
-        patience=3,
-    )
-    log.info(
-        "no models in %s: training first models on %d rows (preset cpu, %d epochs)",
-        args.model_dir,
-        len(head),
-        args.first_epochs,
-    )
-    report = train_models(head, preset, args.model_dir, stream_key=args.stream_key, seed=args.seed)
-    for o in report.outcomes:
-        if o.error:
-            log.error("first %s model failed: %s", o.model, o.error)
-
-
-def _first_load_models(args: argparse.Namespace, head: pd.DataFrame) -> None:
-    from predictor.errors import TrainingError
-    from trainer.offline import LoadTask, train_models
-    from trainer.presets import get_preset
-
-    horizon = max(args.horizons)
-    preset = get_preset("cpu").override(
-        epochs=max(args.first_epochs, 10),
-        seq_len=args.load_seq_len,
-        batch_size=16,
-        sample_size=None,
-        models=tuple(args.models),
-        patience=3,
-    )
-    log.info("training first load models (%gs bins, horizon %d)", args.bin_s, horizon)
-    try:
-        report = train_models(
-            head,
-            preset,
-            args.model_dir,
-            stream_key=args.stream_key,
-            seed=args.seed,
-            task="load",
-            load=LoadTask(args.bin_s, horizon),
-        )
-    except TrainingError as exc:
-        log.warning("no first load models: %s", exc)
-        return
-    for o in report.outcomes:
-        if o.error:
-            log.warning("first %s load model failed: %s", o.model, o.error)
-
-
 def run(args: argparse.Namespace) -> int:
     from predictor.artifacts import list_artifacts
     from stream.model_slots import have_models, read_slots
     from stream.service import ForecastService, tune_gc
 
+    began = time.monotonic()
     settings = service_settings(args)
     config = settings.serve
+    if args.keep_serving and not args.metrics_port:
+        raise ConfigError("--keep-serving keeps /metrics up: give it a --metrics-port, not 0")
+    if args.bootstrap_servers:  # before minutes of training, not after
+        _wait_for_broker(args)
     total_rows = args.events + args.train_rows
     df, _, source_name = load_from_args(args, synth_rows=total_rows, synth_seed=args.seed)
     replayed = df.tail(args.events) if args.events else df
     head = df.iloc[: len(df) - len(replayed)].tail(args.train_rows)
+    if len(head) == 0:
+        head = df.head(min(len(df) // 2, args.train_rows))
     metrics = service_metrics(settings.metrics_max_streams)
-    slots = read_slots(args.model_dir, args.models, metrics, device=args.device)
-    if not have_models(slots):
-        if len(head) == 0:
-            head = df.head(min(len(df) // 2, args.train_rows))
-        _first_models(args, head)
+    # no models yet is what a first run expects: information, not a warning
+    slots = read_slots(
+        args.model_dir, args.models, metrics, device=args.device, missing_level=logging.INFO
+    )
+    first = {
+        "next request": not have_models(slots),
+        "load": not args.no_load and not list_artifacts(args.model_dir, task="load"),
+    }
+    trained = time.monotonic()
+    if any(first.values()):
+        announce([part for part, needed in first.items() if needed], len(head))
+    if first["next request"]:
+        train_first(args, head)
         slots = read_slots(args.model_dir, args.models, metrics, device=args.device)
-    if not args.no_load and not list_artifacts(args.model_dir, task="load"):
-        _first_load_models(args, head if len(head) else df.head(min(len(df) // 2, args.train_rows)))
+    if first["load"]:
+        train_first_load(args, head)
+    train_s = time.monotonic() - trained if any(first.values()) else 0.0
     serve_metrics(args.metrics_port, metrics.registry, args.metrics_host)
     out = Path(args.output)
     dlq_file = out.with_name(out.stem + ".dlq.jsonl")
@@ -268,19 +243,44 @@ def run(args: argparse.Namespace) -> int:
         replayer.join(timeout=5)
         sink.close()
         source.close()
-    state = service.state()
     elapsed = time.monotonic() - started
-    print(
-        f"\n=== reqcast run: {state['events']:,} events in {elapsed:.1f}s ({state['events'] / max(elapsed, 1e-9):,.0f}/s) ==="
+    state = service.state()
+    summary = run_summary(
+        args,
+        state,
+        Timings(state["events"], elapsed, train_s, time.monotonic() - began),
+        source_name,
+        files={"forecasts": str(out), "dead letters": str(dlq_file)},
+        load=load,
+        registry=metrics.registry,
     )
-    print(f"source:     {source_name}")
-    print(f"invalid:    {state['invalid']:,} (dead letters in {dlq_file})")
-    print(f"forecasts:  {json.dumps(state['forecasts'])} -> {out}")
-    print("online accuracy (rolling, last 1,000 scored forecasts per model):")
-    print(summary_table(state))
-    if load is not None:
-        print(
-            f"load forecasts: {load.published:,} ({args.bin_s:g}s bins) — rolling requests/s MAE and coverage:"
-        )
-        print(load_table(load.scores, [*load.slots, "best"], args.horizons))
+    print("\n" + summary, flush=True)
+    if args.keep_serving:
+        keep_serving(args, service.state)
     return 0
+
+
+def _wait_for_broker(args: argparse.Namespace) -> None:
+    from stream.cliutil import kafka_config
+    from stream.kafka_admin import wait_for_broker
+
+    if not args.broker_wait > 0:
+        raise ConfigError(f"--broker-wait must be positive, got {args.broker_wait:g}")
+    wait_for_broker(kafka_config(args), timeout_s=args.broker_wait)
+
+
+def keep_serving(args: argparse.Namespace, state: Callable[[], dict[str, Any]]) -> None:
+    """Keep ``/metrics`` (and the status line) up after the replay until SIGINT or SIGTERM."""
+    status = StatusPrinter(state, args.status_interval)
+    hold = threading.Event()
+    stop_on_signals(hold)
+    host = "localhost" if args.metrics_host in ("", "0.0.0.0", "::") else args.metrics_host
+    print(
+        f"replay done; still serving http://{host}:{args.metrics_port}/metrics until Ctrl-C",
+        flush=True,
+    )
+    status.start()
+    try:
+        hold.wait()
+    finally:
+        status.stop()
