@@ -25,11 +25,11 @@ log = logging.getLogger(__name__)
 EXPECTED = "this takes up to about a minute on 2 CPU cores"
 
 
-def announce(parts: list[str], rows: int, out: TextIO = sys.stderr) -> None:
+def announce(parts: list[str], rows: int, out: TextIO | None = None) -> None:
     """One line before training: which first models and on how many events."""
     print(
         f"training first models ({' and '.join(parts)}) on {rows:,} events; {EXPECTED}",
-        file=out,
+        file=out or sys.stderr,
         flush=True,
     )
 
@@ -46,6 +46,10 @@ def progress_line(task: str, outcome: ModelOutcome, epochs: int, elapsed_s: floa
     )
 
 
+def _epochs(n: int) -> str:
+    return f"{n} epoch" if n == 1 else f"{n} epochs"
+
+
 def _train_each(
     head: pd.DataFrame,
     preset: Preset,
@@ -57,18 +61,25 @@ def _train_each(
     label = "next-request" if load is None else "load"
     outcomes = []
     for model in preset.models:
-        print(f"  {label:12s} {model:8s} training (up to {preset.epochs} epochs) ...", file=out)
+        print(f"  {label:12s} {model:8s} training (up to {_epochs(preset.epochs)}) ...", file=out)
         started = time.perf_counter()
-        report = train_models(
-            head,
-            preset.override(models=(model,)),
-            args.model_dir,
-            stream_key=args.stream_key,
-            seed=args.seed,
-            progress=False,
-            task=task,
-            load=load,
-        )
+        try:
+            report = train_models(
+                head,
+                preset.override(models=(model,)),
+                args.model_dir,
+                stream_key=args.stream_key,
+                seed=args.seed,
+                progress=False,
+                task=task,
+                load=load,
+            )
+        except TrainingError as exc:  # too little data: the caller says what it means
+            failed = ModelOutcome(model, error=str(exc))
+            print(
+                progress_line(label, failed, preset.epochs, time.perf_counter() - started), file=out
+            )
+            raise
         for o in report.outcomes:
             print(progress_line(label, o, preset.epochs, time.perf_counter() - started), file=out)
         out.flush()
@@ -76,7 +87,7 @@ def _train_each(
     return outcomes
 
 
-def train_first(args: argparse.Namespace, head: pd.DataFrame, out: TextIO = sys.stderr) -> None:
+def train_first(args: argparse.Namespace, head: pd.DataFrame, out: TextIO | None = None) -> None:
     """Next-request models of ``args.models`` in ``args.model_dir`` from ``head``."""
     preset = get_preset("cpu").override(
         epochs=args.first_epochs,
@@ -85,13 +96,13 @@ def train_first(args: argparse.Namespace, head: pd.DataFrame, out: TextIO = sys.
         models=tuple(args.models),
         patience=3,
     )
-    for o in _train_each(head, preset, args, "next_request", out):
+    for o in _train_each(head, preset, args, "next_request", out or sys.stderr):
         if o.error:
             log.error("first %s model failed: %s", o.model, o.error)
 
 
 def train_first_load(
-    args: argparse.Namespace, head: pd.DataFrame, out: TextIO = sys.stderr
+    args: argparse.Namespace, head: pd.DataFrame, out: TextIO | None = None
 ) -> None:
     """Load models of ``args.models`` for ``args.bin_s`` bins; a trace too short for them is
     a warning (the run forecasts the next request only), not an error."""
@@ -105,7 +116,9 @@ def train_first_load(
         patience=3,
     )
     try:
-        outcomes = _train_each(head, preset, args, "load", out, LoadTask(args.bin_s, horizon))
+        outcomes = _train_each(
+            head, preset, args, "load", out or sys.stderr, LoadTask(args.bin_s, horizon)
+        )
     except TrainingError as exc:
         log.warning("no first load models: %s", exc)
         return
