@@ -96,19 +96,19 @@ class RecentBins:
     def bins(self) -> int:
         """The most closed bins of any stream (what the longest series would hold)."""
         with self._lock:
-            spans = [
-                st.closed[-1][0] - st.closed[0][0] + 1 for st in self._streams.values() if st.closed
-            ]
+            spans = [st.index - st.closed[0][0] for st in self._streams.values() if st.closed]
         return min(self.capacity, max(spans, default=0))
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """Per-second rates ``[B, 3]`` of each stream's last closed bins (at most ``capacity``,
         empty bins as zeros), oldest first."""
         with self._lock:
-            copies = {k: list(st.closed) for k, st in self._streams.items() if st.closed}
+            copies = {
+                k: (st.index, list(st.closed)) for k, st in self._streams.items() if st.closed
+            }
         out = {}
-        for key, closed in copies.items():
-            last = closed[-1][0]
+        for key, (open_index, closed) in copies.items():
+            last = open_index - 1  # the bins between the last busy one and the open one: zeros
             first = max(closed[0][0], last - self.capacity + 1)
             values = np.zeros((last - first + 1, 3))
             for index, *sums in closed:
