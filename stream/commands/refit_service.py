@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from stream.model_sync import ModelPublisher
     from trainer.refit import RefitWorker
 
+    config = refit_config(args)  # bad flags fail before anything connects
     kafka = kafka_config(args)
     wait_for_broker(kafka, timeout_s=30)
     ensure_topics(
@@ -113,7 +114,6 @@ def run(args: argparse.Namespace) -> int:
         if why is not None:
             log.warning("load model %s: %s: not refitted", name, why)
             load_slots[name] = ModelSlot(name)
-    config = refit_config(args)
     worker = RefitWorker(
         config,
         slots,
