@@ -14,7 +14,7 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -155,17 +155,28 @@ def start_model_workers(
     load: tuple[LoadForecasting, LoadSettings] | None = None,
 ) -> list[Any]:
     """The refit worker, the model-topic follower and the model-dir watchers (next-request
-    models, and ``load``'s models if given) that ``settings`` ask for, started."""
+    models, and ``load``'s models if given: refitted on ``load``'s bins, and followed on the
+    model topic and in the model dir) that ``settings`` ask for, started."""
     from stream.model_sync import ModelDirWatcher, ModelPublisher, ModelTopicFollower
     from trainer.refit import RefitWorker
 
     workers: list[Any] = []
     model_topic = settings.model_topic
+    load_slots = load[0].slots if load is not None else None
     if kafka is not None and model_topic:
         from stream.kafka_admin import ensure_topics
 
         ensure_topics(kafka, {model_topic: 1}, configs={model_topic: {"cleanup.policy": "compact"}})
-        workers.append(ModelTopicFollower(kafka, model_topic, slots, metrics))
+        workers.append(
+            ModelTopicFollower(
+                kafka,
+                model_topic,
+                slots,
+                metrics,
+                load_slots=load_slots,
+                load_compatible=None if load is None else load_compatibility(load[1], load[0]),
+            )
+        )
     if settings.watch_model_dir_s:
         workers.append(
             ModelDirWatcher(
@@ -181,7 +192,10 @@ def start_model_workers(
 
             # a producer of its own: the serving loop's flushes and errors stay its own
             publish = ModelPublisher(KafkaSink(kafka), model_topic)
-        worker = RefitWorker(settings.refit, slots, metrics, publish=publish)
+        refit = settings.refit
+        if load is not None:  # the load models refit on the bins they serve
+            refit = replace(refit, load_bin_s=load[1].bin_s)
+        worker = RefitWorker(refit, slots, metrics, publish=publish, load_slots=load_slots)
         service.observers.append(worker.observe)
         workers.append(worker)
     for w in workers:
@@ -203,7 +217,7 @@ def attach_load(
     )
     for name, slot in slots.items():
         cur = slot.current()
-        why = _bin_mismatch(cur.meta, settings.bin_s) if cur else None
+        why = bin_mismatch(cur.meta, settings.bin_s) if cur else None
         if why is not None:
             log.warning("load model %s: %s: not used", name, why)
             slots[name] = type(slot)(name)
@@ -220,12 +234,28 @@ def attach_load(
     return load
 
 
-def _bin_mismatch(meta: dict[str, Any], bin_s: float) -> str | None:
+def bin_mismatch(meta: dict[str, Any], bin_s: float) -> str | None:
     """Why a load artifact cannot forecast ``bin_s`` bins (None: it can)."""
     trained = meta.get("load", {}).get("bin_s")
     if trained is not None and float(trained) != float(bin_s):
         return f"trained for {trained}s bins, not {bin_s}s"
     return None
+
+
+def load_compatibility(
+    settings: LoadSettings, load: LoadForecasting
+) -> Callable[[dict[str, Any], Forecaster], str | None]:
+    """Why a load model cannot serve in ``load`` (None: it can): it must be for this
+    ``bin_s`` and its window must fit the bins the service keeps. The model-dir watcher and
+    the model-topic follower both ask it."""
+
+    def compatible(meta: dict[str, Any], fc: Forecaster) -> str | None:
+        capacity = load.bins.capacity
+        if fc.seq_len > capacity:
+            return f"needs {fc.seq_len} bins of history, the service keeps {capacity}"
+        return bin_mismatch(meta, settings.bin_s)
+
+    return compatible
 
 
 def load_watcher(
@@ -235,17 +265,11 @@ def load_watcher(
     ``bin_s`` whose window fits the bins the service keeps."""
     from stream.model_sync import ModelDirWatcher
 
-    def compatible(meta: dict[str, Any], fc: Forecaster) -> str | None:
-        capacity = load.bins.capacity
-        if fc.seq_len > capacity:
-            return f"needs {fc.seq_len} bins of history, the service keeps {capacity}"
-        return _bin_mismatch(meta, settings.bin_s)
-
     return ModelDirWatcher(
         settings.model_dir,
         load.slots,
         metrics,
         interval_s=settings.watch_s,
         task="load",
-        compatible=compatible,
+        compatible=load_compatibility(settings, load),
     )

@@ -1,7 +1,9 @@
 """Distributing accepted models: a compacted model topic and a model-directory watcher.
 
 An accepted model is published to the model topic as one JSON message (key =
-model name) holding its metadata and its weights in base64. Followers write it
+model name) holding its metadata and its weights in base64; its task (metadata ``task``)
+routes it to the next-request slots or, where the instance serves load forecasts, the
+load slots. Followers write it
 to a temporary directory and load it exactly like a file artifact (checksum,
 ``weights_only=True``), so a message can never run code. A model is installed
 only if its version is newer than the serving one; anything that fails to load
@@ -40,6 +42,7 @@ from predictor.errors import ModelLoadError
 from predictor.models.base import Forecaster
 from predictor.models.neural import NeuralForecaster
 from predictor.slot import ModelSlot
+from predictor.tasks import LOAD, NEXT_REQUEST
 from stream.metrics import Metrics
 from stream.model_slots import install, reject_artifact
 from stream.transport import Sink
@@ -69,6 +72,10 @@ class ModelPublisher:
         self.sink.send(self.topic, info.model.encode(), encode_artifact(info))
         self.sink.flush()
         log.info("published %s (version %d) to %s", info.path.name, info.version, self.topic)
+
+
+#: why an artifact cannot serve here (None: it can), checked before it is installed
+Compatibility = Callable[[dict[str, Any], Forecaster], "str | None"]
 
 
 def reject(metrics: Metrics, model: str, reason: str, what: str, error: object) -> None:
@@ -139,11 +146,19 @@ def _describe(meta: dict[str, Any]) -> str:
 
 
 def install_message(
-    value: bytes, slots: dict[str, ModelSlot[Forecaster]], metrics: Metrics, device: str = "cpu"
+    value: bytes,
+    slots: dict[str, ModelSlot[Forecaster]],
+    metrics: Metrics,
+    device: str = "cpu",
+    load_slots: dict[str, ModelSlot[Forecaster]] | None = None,
+    load_compatible: Compatibility | None = None,
 ) -> bool:
-    """Load one model-topic message and install it if newer; False if not installed. A bad
-    message is rejected, counted (as its model's when that is served here, else as
-    ``unknown``) and logged once; nothing it holds makes this raise."""
+    """Load one model-topic message and install it if newer; False if not installed. The
+    message's task routes it: next-request models to ``slots``, load models to
+    ``load_slots`` (if this instance serves load forecasts; ``load_compatible`` says why a
+    load model cannot serve here). A bad message is rejected, counted (as its model's when
+    that is served here, else as ``unknown``) and logged once; nothing it holds makes this
+    raise."""
     try:
         message = parse_message(value)
     except ModelLoadError as exc:
@@ -156,15 +171,22 @@ def install_message(
         )
         return False
     model, meta = message.model, message.meta
-    slot = slots.get(model)
-    if message.task != "next_request":
-        return False  # load models are trained and shipped offline
+    if message.task == LOAD:
+        slot, compatible = (load_slots or {}).get(model), load_compatible
+    elif message.task == NEXT_REQUEST:
+        slot, compatible = slots.get(model), None
+    else:
+        return False
     if slot is None or message.version <= slot.version:
         return False  # not served here, or not newer: replays of the compacted topic land here
     try:
         fc, meta = load_message(message, device)
     except ModelLoadError as exc:
         reject(metrics, model, "load_error", _describe(meta), exc)
+        return False
+    why = compatible(meta, fc) if compatible is not None else None
+    if why is not None:
+        reject(metrics, model, "incompatible", _describe(meta), why)
         return False
     if install(slot, fc, meta, metrics, reason="model topic"):
         metrics.swaps.labels(model, "accepted", "model_topic").inc()
@@ -183,8 +205,12 @@ class ModelTopicFollower(BackgroundWorker):
         slots: dict[str, ModelSlot[Forecaster]],
         metrics: Metrics,
         device: str = "cpu",
+        load_slots: dict[str, ModelSlot[Forecaster]] | None = None,
+        load_compatible: Compatibility | None = None,
     ) -> None:
         super().__init__("model-topic", stop_timeout_s=10.0)
+        #: load models from the topic go here (None: this instance serves no load forecasts)
+        self.load_slots, self.load_compatible = load_slots, load_compatible
         self.kafka, self.topic, self.slots, self.metrics, self.device = (
             kafka,
             topic,
@@ -230,15 +256,13 @@ class ModelTopicFollower(BackgroundWorker):
         if not value:
             return
         try:
-            if install_message(value, self.slots, self.metrics, self.device):
+            if install_message(
+                value, self.slots, self.metrics, self.device, self.load_slots, self.load_compatible
+            ):
                 self.installed += 1
         except Exception as exc:  # a bug, not the message: still count it and go on
             log.exception("model topic %s: message not handled", self.topic)
             reject(self.metrics, "unknown", "load_error", "message from the model topic", exc)
-
-
-#: why an artifact cannot serve here (None: it can), checked before it is installed
-Compatibility = Callable[[dict[str, Any], Forecaster], "str | None"]
 
 
 class ModelDirWatcher(PeriodicWorker):

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from predictor.models.base import Forecaster, rolling_predict
+from predictor.tasks import LOAD, NEXT_REQUEST
 
 #: rejection reasons (the ``reason`` label of the swap metric)
 REASONS = (
@@ -38,15 +39,16 @@ class Decision:
     reason: str
     challenger_score: float | None = None
     champion_score: float | None = None
+    #: which task's model (``next_request`` or ``load``)
+    task: str = NEXT_REQUEST
 
     def describe(self) -> str:
         scores = ""
         if self.challenger_score is not None:
             champ = "-" if self.champion_score is None else f"{self.champion_score:.4f}"
             scores = f" (challenger {self.challenger_score:.4f} vs champion {champ})"
-        return (
-            f"{self.model}: {'accepted' if self.accepted else 'rejected'} ({self.reason}){scores}"
-        )
+        name = f"load {self.model}" if self.task == LOAD else self.model
+        return f"{name}: {'accepted' if self.accepted else 'rejected'} ({self.reason}){scores}"
 
 
 def holdout_score(fc: Forecaster, series: Sequence[np.ndarray], holdout: Sequence[int]) -> float:
@@ -84,20 +86,22 @@ def judge(
     series: Sequence[np.ndarray],
     holdout: Sequence[int],
     tolerance: float = 0.0,
+    task: str = NEXT_REQUEST,
 ) -> Decision:
-    """Accept ``challenger`` only if it is sound and scores no worse than ``champion`` on the slice."""
+    """Accept ``challenger`` only if it is sound and scores no worse than ``champion`` on the
+    slice (for a load model, on its first horizon step)."""
     if not finite_weights(challenger):
-        return Decision(name, False, "non_finite_weights")
+        return Decision(name, False, "non_finite_weights", task=task)
     if champion is not None and (
         challenger.channels != champion.channels or challenger.horizon != champion.horizon
     ):
-        return Decision(name, False, "shape_mismatch")
+        return Decision(name, False, "shape_mismatch", task=task)
     cand = holdout_score(challenger, series, holdout)
     if not math.isfinite(cand):
-        return Decision(name, False, "non_finite_output", cand)
+        return Decision(name, False, "non_finite_output", cand, task=task)
     if champion is None:
-        return Decision(name, True, "no_champion", cand)
+        return Decision(name, True, "no_champion", cand, task=task)
     champ = holdout_score(champion, series, holdout)
     if math.isfinite(champ) and cand > champ * (1 + tolerance):
-        return Decision(name, False, "worse", cand, champ)
-    return Decision(name, True, "no_worse", cand, champ)
+        return Decision(name, False, "worse", cand, champ, task=task)
+    return Decision(name, True, "no_worse", cand, champ, task=task)

@@ -1,25 +1,27 @@
 """Periodic refits in a background worker that never blocks forecasting.
 
 The serving loop hands every valid event to :meth:`RefitWorker.observe`, which
-only appends to a bounded per-stream buffer. Every ``every_events`` events
-and/or ``every_s`` seconds the worker thread snapshots the buffer, holds out
-the most recent slice, trains each model on the rest, asks the guard
-(:mod:`trainer.guard`) whether the challenger is no worse than the serving
-model on the held-out slice, and if so saves it as a new version (atomically),
-installs it in the model slot (an atomic reference swap between micro-batches)
-and hands it to ``publish`` (the compacted model topic). A CUDA out-of-memory
-error retries on the CPU with half the batch.
+only appends to bounded per-stream buffers: recent raw events for the next-request
+models, recent load bins (of the serving ``bin_s``) for the load models. Each task has
+its own :class:`~trainer.schedule.Schedule` (every ``every_s`` / ``load_every_s``
+seconds, optionally every ``every_events`` events, never sooner after a refit than that
+refit took). When one is due the worker thread snapshots its buffer, holds out the most
+recent slice, trains each model on the rest, asks the guard (:mod:`trainer.guard`)
+whether the challenger is no worse than the serving model on the held-out slice, and if
+so saves it as a new version of its task (atomically), installs it in the model slot (an
+atomic reference swap between micro-batches) and hands it to ``publish`` (the compacted
+model topic). A CUDA out-of-memory error retries on the CPU with half the batch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import multiprocessing
 import os
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -35,10 +37,12 @@ from predictor.errors import TrainingError
 from predictor.events import RequestEvent
 from predictor.models.base import Forecaster
 from predictor.models.neural import NeuralForecaster
-from predictor.slot import ModelSlot
-from predictor.tasks import NEXT_REQUEST
+from predictor.slot import Loaded, ModelSlot
+from predictor.tasks import LOAD, NEXT_REQUEST
 from trainer.device import is_cuda_oom, resolve_device
 from trainer.guard import Decision, judge
+from trainer.recent import RecentBins, RecentEvents
+from trainer.schedule import Schedule
 from trainer.train import TrainConfig, TrainResult, train_forecaster
 
 log = logging.getLogger(__name__)
@@ -58,7 +62,9 @@ class RefitMetrics(Protocol):
 class RefitConfig:
     model_dir: str | Path
     models: tuple[str, ...] = ("lstm", "dlinear")
-    every_events: int | None = 10_000
+    #: next-request refits: after this many new events (None: not by count)
+    every_events: int | None = None
+    #: next-request refits: this long after the last one started (None: not by time)
     every_s: float | None = 600.0
     window_events: int = 20_000
     holdout_fraction: float = 0.1
@@ -76,6 +82,14 @@ class RefitConfig:
     #: process's interpreter lock or starves its threads (the CLI turns this on)
     isolate: bool = False
     child_threads: int = 1
+    #: load refits: the serving bins in seconds (None: no load refits)
+    load_bin_s: float | None = None
+    #: load refits: this long after the last one started (None: never)
+    load_every_s: float | None = 600.0
+    #: load refits: recent closed bins per stream kept and trained on
+    load_window_bins: int = 1440
+    #: load refits: settings over the serving load network's, per model
+    load_params: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def _child_init(threads: int) -> None:
@@ -93,43 +107,24 @@ def _fit_in_child(train: list[np.ndarray], cfg: TrainConfig) -> TrainResult:
     return result
 
 
-class RecentEvents:
-    """Thread-safe bounded buffer of recent raw events per stream."""
+__all__ = ["RecentBins", "RecentEvents", "RefitConfig", "RefitWorker", "load_bins_needed"]
 
-    def __init__(self, capacity: int, stream_key: str = "model") -> None:
-        self.capacity, self.stream_key = capacity, stream_key
-        self._lock = threading.Lock()
-        self._streams: dict[str, deque[tuple[float, int, int]]] = {}
-        self.total = 0
 
-    def add(self, events: Iterable[RequestEvent]) -> int:
-        n = 0
-        with self._lock:
-            for ev in events:
-                key = ev.stream_key(self.stream_key)
-                buf = self._streams.get(key)
-                if buf is None:
-                    buf = self._streams[key] = deque(maxlen=self.capacity)
-                buf.append((ev.timestamp_s, ev.request_tokens, ev.response_tokens))
-                n += 1
-            self.total += n
-        return n
-
-    def __len__(self) -> int:
-        with self._lock:
-            return sum(len(b) for b in self._streams.values())
-
-    def snapshot(self) -> dict[str, np.ndarray]:
-        """Raw per-request matrices ``[N, 3]`` per stream (the most recent ``capacity`` each)."""
-        from predictor.features import request_matrix
-
-        with self._lock:
-            copies = {k: np.array(list(v), dtype=np.float64) for k, v in self._streams.items() if v}
-        return {k: request_matrix(a[:, 0], a[:, 1], a[:, 2]) for k, a in copies.items()}
+def load_bins_needed(seq_len: int, horizon: int, holdout_fraction: float) -> int:
+    """Closed bins a stream needs for a load refit: after the guard's held-out slice, enough
+    for training windows and (``TrainConfig.val_fraction`` 0.2) validation windows."""
+    rows = max(5 * (horizon + 1), math.ceil((seq_len + horizon + 1) / 0.8)) + 2
+    return math.ceil(rows / (1 - holdout_fraction)) + 1
 
 
 class RefitWorker(BackgroundWorker):
-    """Retrains on a schedule in a daemon thread; swaps in challengers the guard accepts."""
+    """Retrains on a schedule in a daemon thread; swaps in challengers the guard accepts.
+
+    ``slots`` are the next-request models; ``load_slots`` (with ``config.load_bin_s``) the
+    load models, refitted on their own schedule on the recent bins, those with a serving
+    version only (a load model's first version is trained offline: ``reqcast train --task
+    load``).
+    """
 
     def __init__(
         self,
@@ -138,26 +133,54 @@ class RefitWorker(BackgroundWorker):
         metrics: RefitMetrics,
         publish: Callable[[ArtifactInfo], None] | None = None,
         max_refits: int | None = None,
+        load_slots: dict[str, ModelSlot[Forecaster]] | None = None,
     ) -> None:
         super().__init__("refit", stop_timeout_s=30.0)
         self.config, self.slots, self.metrics, self.publish = config, slots, metrics, publish
-        #: the scheduled loop ends after this many refits (``reqcast trainer --max-refits``)
+        #: the scheduled loop ends after this many refits of each task it refits
+        #: (``reqcast trainer --max-refits``)
         self.max_refits = max_refits
         self.buffer = RecentEvents(config.window_events, config.stream_key)
+        #: the serving load slots (the same objects: an accepted refit swaps in there)
+        self.load_slots = load_slots if load_slots and config.load_bin_s else {}
+        self.bins = (
+            RecentBins(config.load_bin_s, config.load_window_bins, config.stream_key)
+            if self.load_slots and config.load_bin_s
+            else None
+        )
+        self.schedules = {
+            NEXT_REQUEST: Schedule(config.every_s, config.every_events),
+            LOAD: Schedule(config.load_every_s if self.bins is not None else None),
+        }
         self.decisions: list[Decision] = []
-        self.refits = 0
-        self._since = 0
-        self._last = time.monotonic()
         self._due = threading.Event()
         self._busy = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
+        self._oom_logged = False
+
+    @property
+    def refits(self) -> int:
+        """Next-request refit rounds so far."""
+        return self.schedules[NEXT_REQUEST].rounds
+
+    @property
+    def load_refits(self) -> int:
+        """Load refit rounds so far."""
+        return self.schedules[LOAD].rounds
 
     # called from the serving loop: cheap, never blocks on training
     def observe(self, events: Iterable[RequestEvent]) -> None:
-        self._since += self.buffer.add(events)
-        every = self.config.every_events
-        if every and self._since >= every and len(self.buffer) >= self.config.min_events:
+        batch = events if isinstance(events, list) else list(events)
+        n = self.buffer.add(batch)
+        if self.bins is not None:
+            self.bins.add(batch)
+        if self.schedules[NEXT_REQUEST].count(n) and len(self.buffer) >= self.config.min_events:
             self._due.set()
+
+    def request(self, task: str = NEXT_REQUEST) -> None:
+        """Ask for a refit of ``task``'s models as soon as its schedule allows (drift)."""
+        self.schedules[task].request()
+        self._due.set()
 
     def stop(self, timeout_s: float | None = None) -> None:
         """End the scheduled loop (waiting up to ``timeout_s``, 30 s by default) and the
@@ -170,64 +193,162 @@ class RefitWorker(BackgroundWorker):
     def _wake(self) -> None:
         self._due.set()
 
+    def _active(self) -> list[str]:
+        """The tasks this worker refits on its schedule."""
+        out = []
+        if self.config.models and self.schedules[NEXT_REQUEST].active:
+            out.append(NEXT_REQUEST)
+        if self.load_slots and self.schedules[LOAD].active:
+            out.append(LOAD)
+        return out
+
+    def _done(self) -> bool:
+        active = self._active()
+        return (
+            bool(self.max_refits)
+            and bool(active)
+            and all(self.schedules[t].rounds >= (self.max_refits or 0) for t in active)
+        )
+
     def _loop(self) -> None:
-        every_s = self.config.every_s
-        while not self._stop.is_set():
-            timeout = None if not every_s else max(0.0, self._last + every_s - time.monotonic())
-            self._due.wait(timeout)
-            if self._stop.is_set() or (self.max_refits and self.refits >= self.max_refits):
-                return
-            self._due.clear()
-            if len(self.buffer) < self.config.min_events:
-                self._last = time.monotonic()
+        while not self._stop.is_set() and not self._done():
+            now = time.monotonic()
+            dues = {t: self.schedules[t].next_due(now) for t in self._active()}
+            ready = [t for t, due in dues.items() if due is not None and due <= now]
+            if not ready:
+                waits = [due - now for due in dues.values() if due is not None]
+                self._due.wait(min(waits) if waits else None)
+                self._due.clear()
                 continue
-            try:
-                self.refit_once()
-            except Exception:  # a failed refit must never take the service down
-                log.exception("refit failed; the serving models stay")
+            for task in ready:
+                if self._stop.is_set() or self._done():
+                    return
+                try:
+                    self._refit(task)
+                except Exception:  # a failed refit must never take the service down
+                    log.exception("%s refit failed; the serving models stay", task)
+
+    def _refit(self, task: str) -> None:
+        if task == LOAD:
+            self.refit_load_once()
+        elif len(self.buffer) < self.config.min_events:
+            self.schedules[NEXT_REQUEST].skipped(time.monotonic())
+        else:
+            self.refit_once()
 
     def refit_once(self) -> list[Decision]:
-        """Train every model on the buffer now and apply the guard; returns the decisions."""
+        """Train every next-request model on the buffer now and apply the guard; returns the
+        decisions."""
         with self._busy:
-            self._since, self._last = 0, time.monotonic()
-            self.refits += 1
-            series = self.buffer.snapshot()
-            names = list(series)
-            data = [series[k] for k in names]
-            holdout = [max(1, int(len(s) * self.config.holdout_fraction)) for s in data]
-            train = [s[:-h] for s, h in zip(data, holdout, strict=True)]
-            out = []
-            for model in self.config.models:
-                try:
-                    result = self._train(model, train)
-                except TrainingError as exc:
-                    out.append(self._record(Decision(model, False, "training_error")))
-                    log.warning("refit of %s failed: %s", model, exc)
-                    continue
-                out.append(self.consider(model, result.forecaster, data, holdout, result))
-            return out
+            schedule = self.schedules[NEXT_REQUEST]
+            schedule.started()
+            try:
+                series = self.buffer.snapshot()
+                data = list(series.values())
+                holdout = [max(1, int(len(s) * self.config.holdout_fraction)) for s in data]
+                train = [s[:-h] for s, h in zip(data, holdout, strict=True)]
+                out = []
+                for model in self.config.models:
+                    cur = self.slots[model].current() if model in self.slots else None
+                    cfg = self._config(model, NEXT_REQUEST, cur)
+                    try:
+                        result = self._train(model, train, cfg)
+                    except TrainingError as exc:
+                        out.append(self._record(Decision(model, False, "training_error")))
+                        log.warning("refit of %s failed: %s", model, exc)
+                        continue
+                    out.append(self.consider(model, result.forecaster, data, holdout, result))
+                return out
+            finally:
+                schedule.finished()
 
-    def _train(self, model: str, train: list[np.ndarray]) -> TrainResult:
+    def refit_load_once(self) -> list[Decision]:
+        """Train every served load model on the recent bins now and apply the guard; returns
+        the decisions (none while no stream has enough bins yet)."""
+        if self.bins is None:
+            return []
+        with self._busy:
+            schedule = self.schedules[LOAD]
+            series = self.bins.snapshot()
+            todo = []
+            for model, slot in self.load_slots.items():
+                cur = slot.current()
+                if cur is None:
+                    continue
+                fc = cur.forecaster
+                need = load_bins_needed(fc.seq_len, fc.horizon, self.config.holdout_fraction)
+                data = [s for s in series.values() if len(s) >= need]
+                if data:
+                    todo.append((model, cur, data))
+                else:
+                    log.info(
+                        "load refit of %s waits: %d bins in the longest stream, it needs %d",
+                        model,
+                        max((len(s) for s in series.values()), default=0),
+                        need,
+                    )
+            if not todo:
+                schedule.skipped(time.monotonic())
+                return []
+            schedule.started()
+            try:
+                out = []
+                for model, cur, data in todo:
+                    holdout = [max(1, int(len(s) * self.config.holdout_fraction)) for s in data]
+                    train = [s[:-h] for s, h in zip(data, holdout, strict=True)]
+                    cfg = self._config(model, LOAD, cur)
+                    try:
+                        result = self._train(model, train, cfg)
+                    except TrainingError as exc:
+                        out.append(
+                            self._record(Decision(model, False, "training_error", task=LOAD))
+                        )
+                        log.warning("load refit of %s failed: %s", model, exc)
+                        continue
+                    out.append(
+                        self.consider(model, result.forecaster, data, holdout, result, task=LOAD)
+                    )
+                return out
+            finally:
+                schedule.finished()
+
+    def _config(self, model: str, task: str, cur: Loaded[Forecaster] | None) -> TrainConfig:
+        """``model``'s training config for ``task``: the serving network's window, horizon and
+        architecture (so a refit is comparable), then the config's settings."""
         c = self.config
-        cfg = TrainConfig.for_model(
+        spec = getattr(cur.forecaster, "spec", None) if cur is not None else None
+        serving = dict(spec.params) if spec is not None else {}
+        own = (c.load_params if task == LOAD else c.params).get(model, {})
+        fields: dict[str, Any] = {}
+        if task == LOAD and cur is not None:
+            fields["horizon"] = cur.forecaster.horizon
+        return TrainConfig.for_model(
             model,
-            seq_len=self._seq_len(model),
+            task=task,
+            params={**serving, **own},
+            seq_len=cur.forecaster.seq_len if cur is not None else c.seq_len,
             epochs=c.epochs,
             batch_size=c.batch_size,
             patience=c.patience,
             device=resolve_device(c.device),
-            seed=c.seed + self.refits,
-            params=self._params(model),
+            seed=c.seed + self.schedules[task].rounds,
+            **fields,
         )
+
+    def _train(self, model: str, train: list[np.ndarray], cfg: TrainConfig) -> TrainResult:
         try:
             result = self._fit(train, cfg)
         except RuntimeError as exc:
             if not is_cuda_oom(exc):
                 raise
             smaller = max(8, cfg.batch_size // 2)
-            log.warning(
-                "CUDA out of memory refitting %s: retrying on cpu with batch %d", model, smaller
+            (log.warning if not self._oom_logged else log.debug)(
+                "CUDA out of memory refitting %s: retrying on cpu with batch %d%s",
+                model,
+                smaller,
+                "" if self._oom_logged else " (logged once; counted in reqcast_model_swaps_total)",
             )
+            self._oom_logged = True
             self.metrics.swaps.labels(model, "retried", "cuda_oom").inc()
             result = self._fit(train, replace(cfg, device="cpu", batch_size=smaller))
         self.metrics.training_duration.labels(model, result.device).observe(result.duration_s)
@@ -252,17 +373,6 @@ class RefitWorker(BackgroundWorker):
             self._pool = None
             raise TrainingError(f"the training process died: {exc}") from exc
 
-    def _params(self, model: str) -> dict[str, Any]:
-        """The serving network's architecture (so a refit is comparable), then the config's."""
-        cur = self.slots[model].current() if model in self.slots else None
-        spec = getattr(cur.forecaster, "spec", None) if cur is not None else None
-        serving = dict(spec.params) if spec is not None else {}
-        return {**serving, **self.config.params.get(model, {})}
-
-    def _seq_len(self, model: str) -> int:
-        cur = self.slots[model].current() if model in self.slots else None
-        return cur.forecaster.seq_len if cur is not None else self.config.seq_len
-
     def consider(
         self,
         model: str,
@@ -270,9 +380,11 @@ class RefitWorker(BackgroundWorker):
         series: list[np.ndarray],
         holdout: list[int],
         result: TrainResult | None = None,
+        task: str = NEXT_REQUEST,
     ) -> Decision:
-        """Guard ``challenger`` against the serving model; on acceptance save, swap and publish."""
-        slot = self.slots[model]
+        """Guard ``challenger`` against ``task``'s serving model; on acceptance save, swap and
+        publish."""
+        slot = (self.load_slots if task == LOAD else self.slots)[model]
         champion = slot.current()
         decision = judge(
             model,
@@ -281,22 +393,29 @@ class RefitWorker(BackgroundWorker):
             series,
             holdout,
             self.config.tolerance,
+            task=task,
         )
         if decision.accepted:
-            version = max(next_version(self.config.model_dir, model), slot.version + 1)
+            version = max(next_version(self.config.model_dir, model, task), slot.version + 1)
             extra: dict[str, Any] = {"guard": decision.__dict__}
             if result is not None:
                 extra.update(result.metadata())
+            if task == LOAD:
+                extra["load"] = {
+                    "bin_s": self.config.load_bin_s,
+                    "horizon_bins": challenger.horizon,
+                }
             info = save_artifact(
                 cast(NeuralForecaster, challenger),
                 self.config.model_dir,
                 preset="refit",
+                task=task,
                 version=version,
                 extra=extra,
             )
             # the model-dir watcher may have installed this very artifact first: still ours
             if slot.offer(challenger, version, info.meta) or slot.version == version:
-                self.metrics.model_version.labels(model, NEXT_REQUEST).set(version)
+                self.metrics.model_version.labels(model, task).set(version)
                 self.metrics.last_swap.labels(model).set(time.time())
                 if self.publish is not None:
                     try:
@@ -310,6 +429,7 @@ class RefitWorker(BackgroundWorker):
                     "stale_version",
                     decision.challenger_score,
                     decision.champion_score,
+                    task=task,
                 )
         return self._record(decision)
 

@@ -1,7 +1,9 @@
 """``reqcast trainer``: the periodic trainer as its own service (e.g. on a GPU machine).
 
 Reads the input topic in its own consumer group (warming its buffer from the
-recent history of every partition first), refits every model on the schedule,
+recent history of every partition first), refits every model on the schedule (the
+next-request models, and the load models for ``--bin-s`` found in the model directory on
+their own schedule),
 and publishes each version the guard accepts to the compacted model topic and
 the model directory. ``serve`` instances started with ``--no-refit`` pick them
 up from the topic. The input is read by a :class:`~stream.loop.DeliveryLoop` (poll retries
@@ -20,8 +22,10 @@ import threading
 
 from predictor.errors import InvalidEvent
 from predictor.events import RequestEvent, decode_event
+from predictor.slot import ModelSlot
 from predictor.streams import STREAM_KEYS
-from stream.app import stop_on_signals
+from predictor.tasks import LOAD, NEXT_REQUEST
+from stream.app import bin_mismatch, stop_on_signals
 from stream.cliutil import add_flag, add_kafka_flags, kafka_config
 from stream.commands._refit import add_refit_flags, refit_config
 from stream.loop import DeliveryLoop, LoopConfig, Message, batch_offsets
@@ -51,6 +55,14 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help="one sequence per model field, or one for all",
     )
     add_flag(p, "--seq-len", type=int, default=64, help="window length when no model exists yet")
+    add_flag(
+        p,
+        "--bin-s",
+        type=float,
+        default=60.0,
+        help="bins of the load models to refit (those in --model-dir trained for other bins "
+        "are left alone)",
+    )
     add_flag(p, "--metrics-port", type=int, default=9465, help="port of /metrics (0: off)")
     add_flag(
         p,
@@ -86,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from stream.model_sync import ModelPublisher
     from trainer.refit import RefitWorker
 
+    config = refit_config(args)  # bad flags fail before anything connects
     kafka = kafka_config(args)
     wait_for_broker(kafka, timeout_s=30)
     ensure_topics(
@@ -94,13 +107,20 @@ def run(args: argparse.Namespace) -> int:
     metrics = Metrics()
     serve_metrics(args.metrics_port, metrics.registry, args.metrics_host)
     slots = read_slots(args.model_dir, args.models, metrics)
-    config = refit_config(args)
+    load_slots = read_slots(args.model_dir, args.models, metrics, task=LOAD)
+    for name, slot in load_slots.items():
+        cur = slot.current()
+        why = bin_mismatch(cur.meta, args.bin_s) if cur is not None else None
+        if why is not None:
+            log.warning("load model %s: %s: not refitted", name, why)
+            load_slots[name] = ModelSlot(name)
     worker = RefitWorker(
         config,
         slots,
         metrics,
         publish=ModelPublisher(KafkaSink(kafka), args.model_topic),
         max_refits=args.max_refits,
+        load_slots=load_slots,
     )
 
     def on_assign(partitions: list[int]) -> None:
@@ -130,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     def done() -> bool:
         if not args.max_refits:
             return False
-        return worker.finished or len(worker.decisions) >= args.max_refits * len(config.models)
+        refits = [d for d in worker.decisions if d.task == NEXT_REQUEST]
+        return worker.finished or len(refits) >= args.max_refits * len(config.models)
 
     # the serving loop's poll retry and commit handling, without a sink
     loop = DeliveryLoop(
@@ -145,10 +166,12 @@ def run(args: argparse.Namespace) -> int:
     loop.health.start()
     worker.start()
     log.info(
-        "trainer on %s: refit every %s events / %s s; publishing to %s",
+        "trainer on %s: refit every %s events / %s s, load models %s every %s s; publishing to %s",
         args.input_topic,
         config.every_events,
         config.every_s,
+        [n for n, s in load_slots.items() if s.current() is not None],
+        config.load_every_s,
         args.model_topic,
     )
     try:

@@ -498,3 +498,189 @@ def test_hostile_models_are_rejected_and_serving_goes_on(
     out = _read_topic(kafka_config, f"{t}.out", _per_model(2 * len(events)), 30)
     for f in _model_forecasts(out):
         assert f["model_version"] == (3 if f["model"] == "lstm" else 1)
+
+
+# -- load models refitted while serving -------------------------------------------------------
+LOAD_BIN_S = 10.0
+
+
+@cache
+def _trained_load(root: str) -> Path:
+    """A tiny DLinear load model (10 s bins, 3 bins ahead, window 8), version 1 (its
+    metadata has ``load.bin_s``)."""
+    from predictor.load import bin_load
+
+    evs = _events(600, seed=41)
+    _, series = bin_load(
+        np.array([e.timestamp_s for e in evs]),
+        np.array([e.request_tokens for e in evs]),
+        np.array([e.response_tokens for e in evs]),
+        LOAD_BIN_S,
+    )
+    cfg = TrainConfig.for_model(
+        "dlinear",
+        task="load",
+        seq_len=8,
+        horizon=3,
+        epochs=1,
+        device="cpu",
+        params={**TINY["dlinear"], "level_windows": [2, 4, 8]},
+    )
+    result = train_forecaster([series], cfg, progress=False)
+    return save_artifact(
+        result.forecaster,
+        Path(root) / "load-v1",
+        preset="test",
+        task="load",
+        version=1,
+        extra={"load": {"bin_s": LOAD_BIN_S, "horizon_bins": 3}},
+    ).path
+
+
+def _load_version(samples: Samples, model: str) -> float | None:
+    return samples.get(("reqcast_model_version", frozenset({("model", model), ("task", "load")})))
+
+
+def test_load_refit_reaches_a_second_instance_while_replaying(
+    kafka_config: KafkaConfig,
+    topic_name: str,
+    versions: Any,
+    spawn: Callable[..., Proc],
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Instance A refits its load model during a continuous replay (in its training child
+    process), the guard accepts it, A publishes it; instance B (``--no-refit``) installs it
+    from the model topic between micro-batches; load forecast versions never step back."""
+    import shutil
+    import threading
+
+    t = topic_name
+    _topics(kafka_config, t)
+    root = tmp_path_factory.getbasetemp() / "hot-swap-models"
+    root.mkdir(exist_ok=True)
+    load_v1 = _trained_load(str(root))
+    dirs = {}
+    for name in ("a", "b"):
+        dirs[name] = tmp_path / f"models-{name}"
+        shutil.copytree(versions.serving_dir, dirs[name])
+        fc, meta = load_artifact(load_v1)
+        save_artifact(
+            fc, dirs[name], preset="load", task="load", version=1, extra={"load": meta["load"]}
+        )
+    load_flags = ("--bin-s", str(LOAD_BIN_S), "--horizons", "1", "3")
+    port_a, port_b = _free_port(), _free_port()
+    common = (
+        "--bootstrap-servers",
+        kafka_config.bootstrap_servers,
+        "--input-topic",
+        f"{t}.in",
+        "--model-topic",
+        f"{t}.models",
+        "--watch-model-dir",
+        "0",
+        *load_flags,
+        *GROUP,
+    )
+    a = spawn(
+        "a",
+        "serve",
+        *common,
+        "--output-topic",
+        f"{t}.out-a",
+        "--group-id",
+        f"{t}-a",
+        "--model-dir",
+        str(dirs["a"]),
+        "--metrics-port",
+        str(port_a),
+        "--refit-every-s",
+        "0",  # next-request models: never (this test is about the load models)
+        "--refit-load-every-s",
+        "1",
+        "--refit-load-window",
+        "300",
+        "--refit-epochs",
+        "1",
+        "--refit-tolerance",
+        "1e9",  # the guard's comparison is unit-tested; here any sound refit swaps
+        "--train-device",
+        "cpu",
+        metrics_port=port_a,
+    )
+    b = spawn(
+        "b",
+        "serve",
+        *common,
+        "--output-topic",
+        f"{t}.out-b",
+        "--group-id",
+        f"{t}-b",
+        "--model-dir",
+        str(dirs["b"]),
+        "--metrics-port",
+        str(port_b),
+        "--no-refit",
+        metrics_port=port_b,
+    )
+    for p in (a, b):
+        p.wait_metrics(lambda s: _load_version(s, "dlinear") == 1, 30, "load version 1 serving")
+
+    stop = threading.Event()
+    events = _events(20_000, seed=42)
+
+    def replay() -> None:  # a continuous stream, 40 events every 0.1 s, until told to stop
+        sink = KafkaSink(kafka_config)
+        try:
+            for i in range(0, len(events), 40):
+                if stop.is_set():
+                    break
+                for e in events[i : i + 40]:
+                    sink.send(f"{t}.in", *encode(e))
+                sink.flush(timeout_s=15)
+                stop.wait(0.1)
+        finally:
+            sink.close()
+
+    feeder = threading.Thread(target=replay, daemon=True)
+    feeder.start()
+    try:
+        samples_b = b.wait_metrics(
+            lambda s: (_load_version(s, "dlinear") or 0) >= 2, 120, "B at load version 2"
+        )
+        assert _swaps(samples_b, "dlinear", "accepted", "model_topic") >= 1
+        assert _version(samples_b, "lstm") == 1 and _version(samples_b, "dlinear") == 1
+        at = _load_version(samples_b, "dlinear") or 0
+        time.sleep(2.0)  # a few more micro-batches after the swap
+    finally:
+        stop.set()
+        feeder.join(30)
+    samples_a = a.metrics()
+    assert (_load_version(samples_a, "dlinear") or 0) >= at
+    assert _swaps(samples_a, "dlinear", "accepted", "no_worse") >= 1
+    assert "refit load dlinear: accepted" in a.log()
+    assert "Traceback" not in a.log() + b.log()
+    # next-request versions untouched: the load version went to the load slot only
+    assert _version(a.metrics(), "lstm") == 1
+
+    def load_forecasts(records: list[Any]) -> list[dict[str, Any]]:
+        return [
+            f
+            for f in (json.loads(r.value) for r in records)
+            if f.get("kind") == "load" and f["model"] == "dlinear"
+        ]
+
+    out = _read_topic(
+        kafka_config,
+        f"{t}.out-b",
+        lambda r: any(f["model_version"] >= 2 for f in load_forecasts(r)),
+        30,
+    )
+    forecasts = load_forecasts(out)
+    seen = [f["model_version"] for f in forecasts]
+    assert seen and seen[0] == 1 and max(seen) >= 2, seen
+    assert seen == sorted(seen), "a load version went backwards"
+    models = _read_topic(kafka_config, f"{t}.models", lambda r: len(r) >= 1, 15)
+    metas = [json.loads(r.value)["meta"] for r in models]
+    assert {(m["model"], m["task"]) for m in metas} == {("dlinear", "load")}
+    assert all(m["load"]["bin_s"] == LOAD_BIN_S for m in metas)

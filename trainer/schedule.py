@@ -1,0 +1,82 @@
+"""When a task's next refit is due: by time, by event count, or on request (drift).
+
+A refit is due ``every_s`` seconds after the last one started, after ``every_events``
+new events, or as soon as something :meth:`Schedule.request`\\ s one (the serving model's
+error drifted up), but never sooner than the last refit's own duration after it ended: a
+refit that took T seconds is followed by at least T seconds without one, so training
+(and what it takes from the serving path) never runs more than half the time, however
+fast events arrive.
+
+>>> s = Schedule(every_s=10.0, now=0.0)
+>>> s.next_due(0.0)
+10.0
+>>> s.started(10.0); s.finished(40.0)   # a refit that took 30 s
+>>> s.next_due(40.0)                     # 10 s after its start, but not before 40 + 30
+70.0
+"""
+
+from __future__ import annotations
+
+import time
+
+
+class Schedule:
+    """One task's refit schedule (times are ``time.monotonic()`` seconds)."""
+
+    def __init__(
+        self,
+        every_s: float | None = None,
+        every_events: int | None = None,
+        now: float | None = None,
+    ) -> None:
+        now = time.monotonic() if now is None else now
+        self.every_s, self.every_events = every_s or None, every_events or None
+        self.last_start = self.last_end = now
+        self.last_duration = 0.0
+        self.since_events = 0
+        self.requested = False
+        self.rounds = 0
+
+    @property
+    def active(self) -> bool:
+        """Whether anything can ever make a refit due."""
+        return bool(self.every_s or self.every_events) or self.requested
+
+    def count(self, n: int) -> bool:
+        """``n`` new events; True if that makes a refit due by count."""
+        self.since_events += n
+        return bool(self.every_events) and self.since_events >= (self.every_events or 0)
+
+    def request(self) -> None:
+        """Ask for a refit as soon as the minimum gap allows (drift)."""
+        self.requested = True
+
+    def earliest(self) -> float:
+        """No refit starts before the last one's end plus its duration."""
+        return self.last_end + self.last_duration
+
+    def next_due(self, now: float) -> float | None:
+        """When the next refit is due (``now`` or earlier: now), None if nothing is asking."""
+        wanted = []
+        if self.every_s:
+            wanted.append(self.last_start + self.every_s)
+        if self.every_events and self.since_events >= self.every_events:
+            wanted.append(now)
+        if self.requested:
+            wanted.append(now)
+        if not wanted:
+            return None
+        return max(min(wanted), self.earliest())
+
+    def skipped(self, now: float) -> None:
+        """Due, but not enough data yet: wait for the next interval or count."""
+        self.last_start, self.since_events, self.requested = now, 0, False
+
+    def started(self, now: float | None = None) -> None:
+        self.last_start = time.monotonic() if now is None else now
+        self.since_events, self.requested = 0, False
+        self.rounds += 1
+
+    def finished(self, now: float | None = None) -> None:
+        self.last_end = time.monotonic() if now is None else now
+        self.last_duration = max(0.0, self.last_end - self.last_start)
