@@ -130,9 +130,6 @@ def _main(argv: Sequence[str] | None) -> int:
     )
     for noisy in ("kafka", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not args.verbose else logging.INFO)
-    from stream import logs
-
-    logs.install()
     try:
         return int(args._run(args) or 0)
     except ReqcastError as exc:

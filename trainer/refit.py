@@ -437,5 +437,7 @@ class RefitWorker(BackgroundWorker):
         self.decisions.append(decision)
         result = "accepted" if decision.accepted else "rejected"
         self.metrics.swaps.labels(decision.model, result, decision.reason).inc()
-        (log.info if decision.accepted else log.warning)("refit %s", decision.describe())
+        # a challenger scoring worse is the guard doing its job, not a warning
+        expected = decision.accepted or decision.reason == "worse"
+        (log.info if expected else log.warning)("refit %s", decision.describe())
         return decision

@@ -106,7 +106,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help="models to serve; first models are trained here when it has none (apart from "
         "reqcast train's models/, which run never serves unless named here)",
     )
-    add_refit_flags(p, every_events=5_000, every_s=0, window=5_000, epochs=5)
+    add_refit_flags(p, every_s=5, window=5_000, epochs=5, load_every_s=10)
 
 
 def run(args: argparse.Namespace) -> int:

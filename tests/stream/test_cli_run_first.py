@@ -18,7 +18,6 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from predictor.errors import BrokerError
-from stream import logs
 from stream.cli import main
 from stream.commands import run as run_command
 from stream.kafka_admin import wait_for_broker
@@ -168,15 +167,15 @@ def test_summary_table_is_aligned_and_takes_extra_sections() -> None:
 def test_refit_rejected_as_worse_is_info_other_rejections_stay_warnings(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    logs.install()
-    logger = logging.getLogger("trainer.refit")
-    try:
-        with caplog.at_level(logging.INFO):
-            logger.warning("refit %s", Decision("lstm", False, "worse", 0.3, 0.2).describe())
-            logger.warning("refit %s", Decision("lstm", False, "non_finite_weights").describe())
-    finally:
-        for f in [f for f in logger.filters if isinstance(f, logs.ExpectedAsInfo)]:
-            logger.removeFilter(f)
+    from types import SimpleNamespace
+    from unittest.mock import MagicMock
+
+    from trainer.refit import RefitWorker
+
+    worker = SimpleNamespace(decisions=[], metrics=SimpleNamespace(swaps=MagicMock()))
+    with caplog.at_level(logging.INFO, logger="trainer.refit"):
+        RefitWorker._record(worker, Decision("lstm", False, "worse", 0.3, 0.2))  # type: ignore[arg-type]
+        RefitWorker._record(worker, Decision("lstm", False, "non_finite_weights"))  # type: ignore[arg-type]
     assert [(r.levelname, "worse" in r.getMessage()) for r in caplog.records] == [
         ("INFO", True),
         ("WARNING", False),
