@@ -42,7 +42,13 @@ RULE, SPACE, TAU = "boa", "log1p", 0.5
 
 class DelayedAggregator:
     """Per-horizon online aggregation of ``K`` experts over ``channels`` quantities,
-    each horizon learning from its own matured forecasts (module docstring)."""
+    each horizon learning from its own matured forecasts (module docstring).
+
+    Bins are numbered (``at``): a forecast made after bin ``at`` for horizon ``h`` targets
+    bin ``at + h`` and is matured by :meth:`observe` of that bin. Bins may be skipped (a
+    long gap in the traffic): a forecast whose target was never observed is dropped once a
+    later bin is.
+    """
 
     def __init__(
         self,
@@ -60,28 +66,30 @@ class DelayedAggregator:
             h: OnlineAggregator(self.names, cells=channels, tau=tau, rule=rule, space=space)
             for h in self.horizons
         }
-        # per horizon: (expert forecasts [C, K], published [C]) not matured yet, oldest first
-        self._pending: dict[int, deque[tuple[np.ndarray, np.ndarray]]] = {
+        # per horizon: (target bin, expert forecasts [C, K], published [C]), oldest first
+        self._pending: dict[int, deque[tuple[int, np.ndarray, np.ndarray]]] = {
             h: deque() for h in self.horizons
         }
 
-    def observe(self, outcome: np.ndarray) -> None:
-        """A new bin ``[C]`` is known: update each horizon with its forecast made ``h`` bins ago."""
+    def observe(self, outcome: np.ndarray, at: int) -> None:
+        """Bin ``at`` is known (``[C]``): each horizon learns from its forecast for that bin."""
         y = np.asarray(outcome, dtype=np.float64)
         for h in self.horizons:
             queue = self._pending[h]
-            if len(queue) == h:  # the oldest was made h bins before this one
-                x, published = queue.popleft()
+            while queue and queue[0][0] < at:  # its target bin was skipped
+                queue.popleft()
+            if queue and queue[0][0] == at:
+                _, x, published = queue.popleft()
                 self._aggs[h].update(x, y, published)
 
-    def forecast(self, experts: np.ndarray) -> np.ndarray:
-        """Publish ``[len(horizons), C]`` from the experts' forecasts ``[len(horizons), C, K]``
-        made now (NaN where an expert has nothing to say)."""
+    def forecast(self, experts: np.ndarray, at: int) -> np.ndarray:
+        """Publish ``[len(horizons), C]`` after bin ``at`` from the experts' forecasts
+        ``[len(horizons), C, K]`` made now (NaN where an expert has nothing to say)."""
         x = np.asarray(experts, dtype=np.float64)
         out = np.empty(x.shape[:2])
         for i, h in enumerate(self.horizons):
             out[i] = self._aggs[h].aggregate(x[i])
-            self._pending[h].append((x[i].copy(), out[i].copy()))
+            self._pending[h].append((at + h, x[i].copy(), out[i].copy()))
         return out
 
     def weights(self, horizon: int) -> np.ndarray:
@@ -116,6 +124,6 @@ def replay(
     cols = [h - 1 for h in agg.horizons]
     out = np.full((t_count, h_count, channels), np.nan)
     for i in range(t_count):
-        agg.observe(series[start + i])
-        out[i, cols] = agg.forecast(forecasts[i, cols])
+        agg.observe(series[start + i], start + i)
+        out[i, cols] = agg.forecast(forecasts[i, cols], start + i)
     return out

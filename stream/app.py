@@ -206,7 +206,9 @@ def start_model_workers(
 def attach_load(
     settings: LoadSettings, service: ForecastService, metrics: Metrics, device: str = "cpu"
 ) -> LoadForecasting | None:
-    """Add load forecasts to ``service`` when load models for ``bin_s`` are in the model dir."""
+    """Add load forecasts to ``service`` (unless disabled): the load models for ``bin_s`` in
+    the model dir, and the ensemble, which publishes from the first closed bin with the
+    experts that need no training even when there is no load model yet."""
     from stream.model_slots import have_models, read_slots
     from stream.tasks.load import LoadConfig, LoadForecasting
 
@@ -222,8 +224,11 @@ def attach_load(
             log.warning("load model %s: %s: not used", name, why)
             slots[name] = type(slot)(name)
     if not have_models(slots):
-        log.info("no load models in %s: publishing next-request forecasts only", settings.model_dir)
-        return None
+        log.info(
+            "no load models in %s: load forecasts from the untrained experts (ensemble) only; "
+            "networks join when a version arrives",
+            settings.model_dir,
+        )
     config = service.config
     load = LoadForecasting(
         LoadConfig(config.output_topic, settings.bin_s, settings.horizons, config.stream_key),

@@ -243,6 +243,13 @@ class Metrics:
             ["stream", "quantity"],
             registry=r,
         )
+        self.ensemble_weight = Gauge(
+            "reqcast_ensemble_weight",
+            "Weight of each expert in the ensemble load forecast per stream, quantity and "
+            "horizon (the weights of a cell sum to 1)",
+            ["stream", "model", "quantity", "horizon_bins"],
+            registry=r,
+        )
         self.stream_series_dropped = Counter(
             "reqcast_stream_series_dropped",
             "Updates of a per-stream gauge dropped because it already exports "
@@ -256,10 +263,18 @@ class Metrics:
         )
         self.load_streams = StreamGauge(self.load_value, limit, dropped("reqcast_forecast_load"))
         self.actual_streams = StreamGauge(self.actual_value, limit, dropped("reqcast_actual_load"))
+        self.ensemble_weights = StreamGauge(
+            self.ensemble_weight, limit, dropped("reqcast_ensemble_weight")
+        )
 
     def forget_stream(self, stream: str) -> None:
         """Remove every per-stream series of ``stream`` (its state was dropped)."""
-        for g in (self.forecast_streams, self.load_streams, self.actual_streams):
+        for g in (
+            self.forecast_streams,
+            self.load_streams,
+            self.actual_streams,
+            self.ensemble_weights,
+        ):
             g.remove(stream)
 
 

@@ -6,8 +6,10 @@ For every stream, when an event opens a new time bin the previous bin closes
 request tokens/s and response tokens/s for the configured horizons; intervals
 are recalibrated online (:mod:`predictor.calibration`) per model, quantity and
 horizon; forecasts whose target bin has closed are scored into rolling MAE and
-coverage; and a ``best`` forecast takes, per quantity and horizon, the model
-with the lower rolling error.
+coverage; a ``best`` forecast takes, per quantity and horizon, the model
+with the lower rolling error; and ``ensemble``, the recommended forecast, aggregates
+every expert online (:mod:`stream.tasks.load_ensemble`), its interval calibrated online
+around its point like every other model's.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from stream.tasks.common import (
     ready,
     score,
 )
+from stream.tasks.load_ensemble import ENSEMBLE, LoadEnsemble
 from stream.transport import Record
 from stream.validation import Valid
 
@@ -106,6 +109,7 @@ class LoadForecasting:
         #: per stream, forecast entries by the bin they target, scored once it closes
         self._pending: dict[str, dict[int, list[_Made]]] = {}
         self._latest: dict[str, dict[str, dict[int, _Made]]] = {}
+        self.ensemble = LoadEnsemble(config.horizons, list(slots))
         self.published = 0
 
     def _new_bins(self) -> LoadBins:
@@ -116,6 +120,8 @@ class LoadForecasting:
         """Drop what is kept for ``stream`` besides its bins (evicted: least recently seen)."""
         self._pending.pop(stream, None)
         self._latest.pop(stream, None)
+        self.ensemble.forget(stream)
+        self.metrics.ensemble_weights.remove(stream)
         self.metrics.load_streams.remove(stream)
         self.metrics.actual_streams.remove(stream)
 
@@ -129,6 +135,8 @@ class LoadForecasting:
         self.conformal = load_conformal()  # primed again below, from the new history
         self._pending.clear()
         self._latest.clear()
+        self.ensemble.clear()
+        self.metrics.ensemble_weights.clear()
         self.metrics.load_streams.clear()
         self.metrics.actual_streams.clear()
         self.warm(events)
@@ -148,29 +156,61 @@ class LoadForecasting:
         self.prime()
 
     def prime(self, bins: int = PRIME_BINS) -> int:
-        """Score what each model would have forecast over the last ``bins`` closed bins of
-        every stream into the conformal buffers, so intervals are calibrated from the first
-        published forecast instead of after ``min_count`` outcomes per horizon. Returns the
-        outcomes scored (nothing is published or counted in the online error)."""
+        """Replay every stream's closed bins through the ensemble, so its weights are what
+        an uninterrupted run over the same bins would have learnt, and score what each model
+        and the ensemble would have forecast over the last ``bins`` of them into the
+        conformal buffers, so intervals are calibrated from the first published forecast
+        instead of after ``min_count`` outcomes per horizon. Returns the outcomes scored
+        (nothing is published or counted in the online error)."""
         scored = 0
+        horizons = self.config.horizons
         for stream in self.bins.streams():
             history = self.bins.history(stream)
-            start = max(0, len(history) - 1 - bins)
-            if start >= len(history) - 1:
+            n, open_bin = len(history), self.bins.open_bin(stream)
+            if n == 0 or open_bin is None:
+                continue
+            windows = [history[: t + 1] for t in range(n)]
+            preds = self._predict(windows)
+            ens = self._replay_ensemble(stream, open_bin - n, history, preds, windows)
+            start = max(0, n - 1 - bins)
+            if start >= n - 1:
                 continue
             # forecasts after each of those bins (the last one targets the open bin)
-            preds = self._predict([history[: t + 1] for t in range(start, len(history))])
             for name, batch in preds.items():
-                horizons = [h for h in self.config.horizons if h <= batch.forecaster.horizon]
-                raw = Prediction(batch.point, batch.lower, batch.upper)
-                calibrate_online(name, [(history, start, raw)], horizons, self.conformal)
-                scored += sum(max(0, len(history) - start - h) for h in horizons)
+                usable = [h for h in horizons if h <= batch.forecaster.horizon]
+                raw = Prediction(batch.point[start:], batch.lower[start:], batch.upper[start:])
+                calibrate_online(name, [(history, start, raw)], usable, self.conformal)
+                scored += sum(max(0, n - start - h) for h in usable)
+            point = ens[start:]
+            raw = Prediction(point, point, point)
+            calibrate_online(ENSEMBLE, [(history, start, raw)], horizons, self.conformal)
+            scored += sum(max(0, n - start - h) for h in horizons)
         return scored
+
+    def _replay_ensemble(
+        self,
+        stream: str,
+        first: int,
+        history: np.ndarray,
+        preds: dict[str, _ModelForecasts],
+        windows: list[np.ndarray],
+    ) -> np.ndarray:
+        """The ensemble's points ``[n, max horizon, 3]`` after each closed bin of ``stream``
+        (bin numbers from ``first``), learning as it goes, exactly as :meth:`process` would."""
+        horizons = self.config.horizons
+        others = self.ensemble.expert_points(windows)
+        out = np.full((len(history), max(horizons), 3), np.nan)
+        cols = [h - 1 for h in horizons]
+        for t in range(len(history)):
+            self.ensemble.observe(stream, first + t, history[t])
+            nets = {name: batch.point[t] for name, batch in preds.items()}
+            out[t, cols] = self.ensemble.forecast(stream, first + t, nets, others[t])
+        return out
 
     def process(self, valid: list[Valid]) -> list[Message]:
         """Bins closed by ``valid``, scored in order; one forward pass per model for all of them."""
         closures: list[tuple[str, int, Record, list[tuple[int, np.ndarray]], np.ndarray]] = []
-        longest = longest_window(self.slots, default=1)
+        longest = max(longest_window(self.slots, default=1), self.ensemble.seq_len)
         for ev, rec in valid:
             stream = ev.stream_key(self.config.stream_key)
             closed = self.bins.add(stream, ev.timestamp_s, ev.request_tokens, ev.response_tokens)
@@ -182,17 +222,20 @@ class LoadForecasting:
         if not closures:
             return []
         preds = self._predict([c[4] for c in closures])
+        others = self.ensemble.expert_points([c[4] for c in closures])
         now = time.time()
         out: list[Message] = []
         for i, (stream, k, rec, closed, _) in enumerate(closures):
             for kk, actual in closed:
                 self._score(stream, kk, actual)
+                self.ensemble.observe(stream, kk, actual)
             pending = self._pending.get(stream, {})
             for skipped in [kk for kk in pending if kk <= k]:  # bins past max_gap_bins
                 del pending[skipped]
             if self.bins.open_bin(stream) is not None:
                 self._export_actual(stream, closed[-1][1])
-            out.extend(self._forecast(stream, k, rec, {n: p[i] for n, p in preds.items()}, now))
+            made = {n: p[i] for n, p in preds.items()}
+            out.extend(self._forecast(stream, k, rec, made, others[i], now))
         self._export_latest()
         return out
 
@@ -206,6 +249,10 @@ class LoadForecasting:
                         g.set((stream, name, q, str(h), "point"), m.point[c])
                         g.set((stream, name, q, str(h), "lower"), m.lower[c])
                         g.set((stream, name, q, str(h), "upper"), m.upper[c])
+            for h, w in self.ensemble.weights(stream).items():
+                for c, q in enumerate(LOAD_QUANTITIES):
+                    for j, expert in enumerate(self.ensemble.names):
+                        self.metrics.ensemble_weights.set((stream, expert, q, str(h)), w[c, j])
         self._latest.clear()
 
     def _predict(self, histories: list[np.ndarray]) -> dict[str, _ModelForecasts]:
@@ -243,6 +290,7 @@ class LoadForecasting:
         k: int,
         rec: Record,
         preds: dict[str, tuple[int, Forecaster, np.ndarray, np.ndarray, np.ndarray, bool]],
+        others: np.ndarray,
         now: float,
     ) -> list[Message]:
         per_model: dict[str, dict[int, _Made]] = {}
@@ -287,6 +335,17 @@ class LoadForecasting:
                 )
             )
             per_model["best"] = best
+        ensemble = self._ensemble(stream, k, {n: p[2] for n, p in preds.items()}, others)
+        version = max(versions.values(), default=0)
+        # warm as soon as one of its experts has a full window
+        warm = any(p[5] for p in preds.values()) or (
+            len(self.bins.history(stream)) >= self.ensemble.shortest
+        )
+        ens_conf = confidence(self.scores, ENSEMBLE, None)
+        messages.append(
+            self._message(stream, ENSEMBLE, version, k, ensemble, warm, rec, now, ens_conf)
+        )
+        per_model[ENSEMBLE] = ensemble
         if self.bins.open_bin(stream) is not None:  # else evicted by a later stream: forget it
             pending = self._pending.setdefault(stream, {})
             for made in per_model.values():
@@ -297,6 +356,19 @@ class LoadForecasting:
         for name in per_model:
             self.metrics.forecasts.labels(name, "load").inc()
         return messages
+
+    def _ensemble(
+        self, stream: str, k: int, networks: dict[str, np.ndarray], others: np.ndarray
+    ) -> dict[int, _Made]:
+        """The ensemble's entries after bin ``k``: its point, and an interval that is the
+        online calibration's widening around it (it has no interval of its own)."""
+        points = self.ensemble.forecast(stream, k, networks, others)
+        out: dict[int, _Made] = {}
+        for point, h in zip(points, self.config.horizons, strict=True):
+            keys = [(ENSEMBLE, q, h) for q in LOAD_QUANTITIES]
+            lo, hi = calibrated(self.conformal, keys, point, point, point)
+            out[h] = _Made(ENSEMBLE, h, point, lo, hi, point, point)
+        return out
 
     def _best(self, per_model: dict[str, dict[int, _Made]]) -> dict[int, _Made]:
         """Per horizon and quantity, the entry of the model with the lowest rolling MAE."""

@@ -38,13 +38,32 @@ def test_horizon_h_learns_only_from_forecasts_h_bins_old() -> None:
     agg = DelayedAggregator(NAMES, (1, 6), channels=1)
     x = np.array([[[10.0, 20.0, 30.0]], [[10.0, 20.0, 30.0]]])  # [horizons, C, K]
     for t in range(6):
-        agg.observe(np.array([10.0]))
-        agg.forecast(x)
+        agg.observe(np.array([10.0]), t)
+        agg.forecast(x, t)
         if t >= 1:  # horizon 1 has matured forecasts from t = 1 on
             assert agg.weights(1)[0, 0] > 1 / 3
         np.testing.assert_allclose(agg.weights(6), 1 / 3)
-    agg.observe(np.array([10.0]))  # bin 6: the forecast made at 0 for horizon 6 matures
+    agg.observe(np.array([10.0]), 6)  # bin 6: the forecast made at 0 for horizon 6 matures
     assert agg.weights(6)[0, 0] > 1 / 3
+
+
+def test_a_forecast_whose_target_bin_was_skipped_never_updates() -> None:
+    """After a gap (bins 3-9 never observed) the forecasts that targeted them are dropped:
+    bin 10's outcome matures only the forecast made for bin 10."""
+    agg = DelayedAggregator(NAMES, (1,), channels=1)
+    good_first = np.array([[[10.0, 99.0, 99.0]]])
+    good_third = np.array([[[99.0, 99.0, 10.0]]])
+    agg.observe(np.array([10.0]), 0)
+    agg.forecast(good_first, 0)  # targets bin 1
+    agg.observe(np.array([10.0]), 1)
+    w1 = agg.weights(1)[0].copy()
+    assert w1[0] > w1[2]
+    agg.forecast(good_first, 2)  # targets bin 3, which never comes
+    agg.forecast(good_third, 9)  # targets bin 10
+    agg.observe(np.array([10.0]), 10)
+    w = agg.weights(1)[0]
+    assert w[2] > w1[2]  # learnt from the forecast for bin 10 ...
+    assert w[0] < w1[0]  # ... and not from the stale one for bin 3 (that would favour 0)
 
 
 @pytest.mark.parametrize("horizon", [1, 6, 30])

@@ -83,7 +83,7 @@ def with_load(
     return service, load
 
 
-def test_every_closed_bin_gets_a_load_forecast_per_model_and_best() -> None:
+def test_every_closed_bin_gets_a_load_forecast_per_model_best_and_ensemble() -> None:
     # one event per second for 200 s, then a 35 s silence, then one more event
     events = [RequestEvent(float(t), 100, 10) for t in range(200)] + [RequestEvent(235.0, 100, 10)]
     broker, load, metrics = run_service(events)
@@ -91,8 +91,8 @@ def test_every_closed_bin_gets_a_load_forecast_per_model_and_best() -> None:
     loads = [m for m in msgs if m["kind"] == "load"]
     # bins 0..19 close as the next bin opens; the last event closes bin 19 and the empty 20..22
     closing_events = 20
-    assert len(loads) == closing_events * 3
-    assert {m["model"] for m in loads} == {"lstm", "dlinear", "best"}
+    assert len(loads) == closing_events * 4
+    assert {m["model"] for m in loads} == {"lstm", "dlinear", "best", "ensemble"}
     validator = jsonschema.Draft202012Validator(json.loads(SCHEMA.read_text()))
     for m in loads:
         validator.validate(m)
@@ -159,8 +159,8 @@ def test_warm_history_primes_the_calibration_without_publishing() -> None:
         for q in ("requests_per_s", "request_tokens_per_s", "response_tokens_per_s"):
             for h in (1, 3):
                 assert load.conformal.count((model, q, h)) >= load.conformal.min_count
-    # 10 origins per model; at horizon 3 the last two have no outcome yet
-    assert load.prime(bins=10) == 2 * (10 + (10 - 2))
+    # 10 origins per model and the ensemble; at horizon 3 the last two have no outcome yet
+    assert load.prime(bins=10) == 3 * (10 + (10 - 2))
 
 
 def test_assignment_rebuilds_load_bins_from_the_partitions_history() -> None:
@@ -216,7 +216,7 @@ def test_assignment_rebuilds_load_bins_from_the_partitions_history() -> None:
     service.run(threading.Event(), max_events=2)
     loads = [json.loads(r.value) for r in broker.records("out")]
     loads = [m for m in loads if m["kind"] == "load"]
-    assert {m["model"] for m in loads} == {"lstm", "dlinear", "best"}
+    assert {m["model"] for m in loads} == {"lstm", "dlinear", "best", "ensemble"}
     assert all(m["warm"] for m in loads)  # 29 bins of history fill the 8-bin windows
 
 

@@ -89,9 +89,10 @@ def test_load_warms_without_publishing_then_forecasts_each_closed_bin() -> None:
     # 35 s later: bin 19 closes, then the empty 20..22; one forecast per model and best
     messages = task.process(valid([RequestEvent(235.0, 100, 10)]))
     loads = [json.loads(v) for _, _, v in messages]
-    assert {m["model"] for m in loads} == {"lstm", "dlinear", "best"} and len(loads) == 3
+    assert {m["model"] for m in loads} == {"lstm", "dlinear", "best", "ensemble"}
+    assert len(loads) == 4
     assert all(m["kind"] == "load" and m["last_closed_bin_start"] == 220.0 for m in loads)
-    assert task.published == 3
+    assert task.published == 4
 
     # the next closed bin scores the forecasts that targeted it
     task.process(valid([RequestEvent(245.0, 100, 10)], first_offset=1))

@@ -58,12 +58,10 @@ import numpy as np
 import pandas as pd
 
 from predictor.errors import ConfigError, TrainingError
+from predictor.experts import load_baselines, load_peers
 from predictor.load import LOAD_QUANTITIES
 from predictor.models import ets
-from predictor.models.arima import ArimaPeer
 from predictor.models.base import NOMINAL_COVERAGE, Forecaster
-from predictor.models.baselines import EWMA, LastValue, RollingMean, RollingMedian
-from predictor.models.kalman import KalmanTrend
 from predictor.streams import load_series
 from predictor.tasks import LOAD
 from trainer.evaluation.ensemble import ensemble_ratios, ensemble_walk
@@ -104,17 +102,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def load_baselines(horizon: int, channels: int = 3) -> list[Forecaster]:
-    """Persistence, means over 6 and 30 bins, median over 30, EWMA: the flat load baselines."""
-    return [
-        LastValue(horizon, channels),
-        RollingMean(6, horizon, channels),
-        RollingMean(30, horizon, channels),
-        RollingMedian(30, horizon, channels),
-        EWMA(0.3, 30, horizon, channels),
-    ]
-
-
 def split_load(df: pd.DataFrame, cfg: LoadBacktestConfig) -> dict[str, tuple[np.ndarray, int]]:
     """Each stream's bins ``[B, 3]`` and its cut (bins ``< cut`` may train)."""
     out = {}
@@ -123,16 +110,6 @@ def split_load(df: pd.DataFrame, cfg: LoadBacktestConfig) -> dict[str, tuple[np.
         if 1 <= cut < len(s) - 1:
             out[name] = (s, cut)
     return out
-
-
-def load_peers(names: tuple[str, ...], horizon: int, channels: int = 3) -> list[Any]:
-    """The Dynamo planner's load predictors by name (``kind: "peer"``)."""
-    make = {
-        "kalman": lambda: KalmanTrend(horizon, channels),
-        "kalman_log1p": lambda: KalmanTrend(horizon, channels, log1p=True),
-        "arima": lambda: ArimaPeer(horizon, channels),
-    }
-    return [make[name]() for name in names]
 
 
 def train_on_heads(

@@ -7,10 +7,8 @@ from dataclasses import dataclass
 
 from predictor.calibration import LOAD_MIN_COUNT, LOAD_SIZE, PRIME_BINS, STEP_BINS
 from predictor.errors import ConfigError
+from predictor.experts import PEERS
 from trainer.evaluation.split import check_split
-
-#: the peers :func:`trainer.evaluation.load.load_peers` knows
-PEERS = ("kalman", "kalman_log1p", "arima")
 
 
 @dataclass(frozen=True)
