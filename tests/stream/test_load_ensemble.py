@@ -48,7 +48,7 @@ def published(messages: list[tuple[str, bytes | None, bytes]]) -> dict[int, np.n
     for _, _, value in messages:
         m = json.loads(value)
         if m["model"] == ENSEMBLE:
-            k = int(round(m["last_closed_bin_start"] / BIN_S))
+            k = round(m["last_closed_bin_start"] / BIN_S)
             out[k] = np.array([[h[q] for q in LOAD_QUANTITIES] for h in m["horizons"]])
     return out
 
