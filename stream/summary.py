@@ -84,6 +84,16 @@ def forecasts_table(
     return table(header, rows)
 
 
+def ensemble_table(names: Sequence[str], weights: Any) -> str:
+    """The ensemble's weights ``[3, K]`` of one stream and horizon: an expert a row, a
+    quantity a column, largest total weight first."""
+    if weights is None:
+        return "(none yet)"
+    order = sorted(range(len(names)), key=lambda j: -float(weights[:, j].sum()))
+    rows = [[names[j], *(f"{weights[c, j]:.3f}" for c in range(3))] for j in order]
+    return table(["expert", "requests/s", "req tokens/s", "resp tokens/s"], rows)
+
+
 def _count(n: int | None) -> str:
     return "-" if n is None else f"{n:,}"
 
@@ -171,11 +181,11 @@ def run_summary(
     ``sections`` adds named blocks (say ``{"ensemble weights": {...}}``) before the files."""
     load_counts = None
     if load is not None and registry is not None:
-        load_counts = forecast_counts(registry, "load", [*load.slots, "best"])
+        load_counts = forecast_counts(registry, "load", [*load.slots, "best", "ensemble"])
     accuracy = run_accuracy(
         state,
         None if load is None else load.scores,
-        [*load.slots, "best"] if load is not None else (),
+        [*load.slots, "best", "ensemble"] if load is not None else (),
         min(args.horizons) if load is not None else 1,
     )
     extra: dict[str, Section] = {
@@ -185,8 +195,13 @@ def run_summary(
     }
     if load is not None:
         extra[f"load requests/s MAE and coverage by horizon ({args.bin_s:g}s bins)"] = load_table(
-            load.scores, [*load.slots, "best"], list(args.horizons)
+            load.scores, [*load.slots, "best", "ensemble"], list(args.horizons)
         )
+        for stream in load.ensemble.streams()[:3]:
+            h = min(args.horizons)
+            extra[f"ensemble weights, stream {stream}, {h} bin ahead"] = ensemble_table(
+                load.ensemble.names, load.ensemble.weights(stream).get(h)
+            )
     extra.update(sections or {})
     plot = "reqcast plot"
     if getattr(args, "data_path", None):

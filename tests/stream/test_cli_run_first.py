@@ -244,3 +244,16 @@ def test_keep_serving_keeps_metrics_up_until_ctrl_c(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_the_ensemble_weights_table_puts_the_heaviest_expert_first() -> None:
+    import numpy as np
+
+    from stream.summary import ensemble_table
+
+    weights = np.array([[0.2, 0.7, 0.1], [0.3, 0.6, 0.1], [0.5, 0.4, 0.1]])
+    lines = ensemble_table(["lstm", "mean_6", "kalman"], weights).splitlines()
+    assert lines[0].split() == ["expert", "requests/s", "req", "tokens/s", "resp", "tokens/s"]
+    assert [line.split()[0] for line in lines[1:]] == ["mean_6", "lstm", "kalman"]
+    assert lines[1].split()[1:] == ["0.700", "0.600", "0.400"]
+    assert ensemble_table(["lstm"], None) == "(none yet)"
