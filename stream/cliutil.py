@@ -220,3 +220,17 @@ def set_torch_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def add_metrics_flags(parser: argparse.ArgumentParser, port: int) -> None:
+    """``--metrics-port`` (default ``port``) and ``--metrics-host`` of a service's /metrics."""
+    from stream.metrics import METRICS_HOST
+
+    add_flag(parser, "--metrics-port", type=int, default=port, help="port of /metrics (0: off)")
+    add_flag(
+        parser,
+        "--metrics-host",
+        default=METRICS_HOST,
+        help="address /metrics listens on (the default, every interface, suits a container; "
+        "127.0.0.1 keeps it to the host)",
+    )

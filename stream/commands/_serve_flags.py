@@ -8,9 +8,9 @@ import argparse
 
 from predictor.errors import ConfigError
 from stream.app import LoadSettings, ServiceSettings, WorkerSettings
-from stream.cliutil import add_flag, check_torch_threads
+from stream.cliutil import add_flag, add_metrics_flags, check_torch_threads
 from stream.commands._refit import refit_config
-from stream.metrics import MAX_EXPORTED_STREAMS, METRICS_HOST
+from stream.metrics import MAX_EXPORTED_STREAMS
 from stream.service import ServeConfig
 
 
@@ -55,14 +55,7 @@ def add_service_flags(p: argparse.ArgumentParser) -> None:
         choices=["model", "none"],
         help="one rolling window per model field, or one for all",
     )
-    add_flag(p, "--metrics-port", type=int, default=9464, help="port of /metrics (0: off)")
-    add_flag(
-        p,
-        "--metrics-host",
-        default=METRICS_HOST,
-        help="address /metrics listens on (the default, every interface, suits a container; "
-        "127.0.0.1 keeps it to the host)",
-    )
+    add_metrics_flags(p, 9464)
     add_flag(
         p,
         "--metrics-max-streams",

@@ -26,10 +26,10 @@ from predictor.slot import ModelSlot
 from predictor.streams import STREAM_KEYS
 from predictor.tasks import LOAD, NEXT_REQUEST
 from stream.app import bin_mismatch, stop_on_signals
-from stream.cliutil import add_flag, add_kafka_flags, kafka_config
+from stream.cliutil import add_flag, add_kafka_flags, add_metrics_flags, kafka_config
 from stream.commands._refit import add_refit_flags, refit_config
 from stream.loop import DeliveryLoop, LoopConfig, Message, batch_offsets
-from stream.metrics import METRICS_HOST, Metrics, serve_metrics
+from stream.metrics import Metrics, serve_metrics
 from stream.transport import Record
 
 log = logging.getLogger(__name__)
@@ -63,14 +63,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help="bins of the load models to refit (those in --model-dir trained for other bins "
         "are left alone)",
     )
-    add_flag(p, "--metrics-port", type=int, default=9465, help="port of /metrics (0: off)")
-    add_flag(
-        p,
-        "--metrics-host",
-        default=METRICS_HOST,
-        help="address /metrics listens on (the default, every interface, suits a container; "
-        "127.0.0.1 keeps it to the host)",
-    )
+    add_metrics_flags(p, 9465)
     add_flag(
         p, "--max-poll-interval-ms", type=int, default=300_000, help="consumer max poll interval"
     )
