@@ -186,8 +186,14 @@ class TopicReader:
 
 
 def forecast_keys(forecasts: Iterable[dict[str, Any]]) -> Counter[tuple[int, int, str]]:
-    """How many forecasts there are per (source partition, source offset, model)."""
-    return Counter((f["source"]["partition"], f["source"]["offset"], f["model"]) for f in forecasts)
+    """How many next-request forecasts there are per (source partition, source offset,
+    model): one per event and model. (Load forecasts, one per closed bin, among them the
+    ``ensemble`` published even without load models, are checked in the load tests.)"""
+    return Counter(
+        (f["source"]["partition"], f["source"]["offset"], f["model"])
+        for f in forecasts
+        if f.get("kind", "next_request") == "next_request"
+    )
 
 
 def missing_forecasts(
