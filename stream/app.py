@@ -194,7 +194,7 @@ def start_model_workers(
             publish = ModelPublisher(KafkaSink(kafka), model_topic)
         refit = settings.refit
         if load is not None:  # the load models refit on the bins they serve
-            refit = replace(refit, load_bin_s=load[1].bin_s)
+            refit = replace(refit, load_bin_s=load[1].bin_s, load_horizon=max(load[1].horizons))
         worker = RefitWorker(refit, slots, metrics, publish=publish, load_slots=load_slots)
         service.observers.append(worker.observe)
         workers.append(worker)
@@ -203,19 +203,74 @@ def start_model_workers(
     return workers
 
 
+def cold_start_note(
+    settings: ServiceSettings, model_dir: str, load: LoadForecasting | None = None
+) -> None:
+    """Say, in one line, how a service started without next-request models gets them (the
+    refit's first versions, the model topic), and where its load forecasts come from until
+    load networks join (``load``: the attached load task); a warning if nothing ever brings
+    networks (no refit, no model topic)."""
+    from stream.model_slots import have_models
+
+    workers = settings.workers
+    experts = load is not None and not have_models(load.slots)
+    note = (
+        "; load forecasts come from the ensemble's untrained experts until load networks join"
+        if experts
+        else ""
+    )
+    if workers.refit is not None:
+        log.info(
+            "no models in %s: next-request networks join after the first refit, once %d "
+            "events are buffered%s",
+            model_dir,
+            workers.refit.min_events,
+            note,
+        )
+    elif workers.model_topic:
+        log.info(
+            "no models in %s: networks join when versions arrive on the model topic %s%s",
+            model_dir,
+            workers.model_topic,
+            note,
+        )
+    else:
+        watched = workers.watch_model_dir_s
+        log.warning(
+            "no models in %s, no refit (--no-refit) and no --model-topic: %s; %s",
+            model_dir,
+            f"networks join only when versions are written to {model_dir}"
+            if watched
+            else "no network will ever join",
+            "load forecasts come from the ensemble's untrained experts"
+            if experts
+            else "next-request forecasts need a model",
+        )
+
+
 def attach_load(
-    settings: LoadSettings, service: ForecastService, metrics: Metrics, device: str = "cpu"
+    settings: LoadSettings,
+    service: ForecastService,
+    metrics: Metrics,
+    device: str = "cpu",
+    quiet: bool = False,
 ) -> LoadForecasting | None:
     """Add load forecasts to ``service`` (unless disabled): the load models for ``bin_s`` in
     the model dir, and the ensemble, which publishes from the first closed bin with the
-    experts that need no training even when there is no load model yet."""
+    experts that need no training even when there is no load model yet. ``quiet``: missing
+    load models are not logged (the caller says it once, :func:`cold_start_note`)."""
     from stream.model_slots import have_models, read_slots
     from stream.tasks.load import LoadConfig, LoadForecasting
 
     if not settings.enabled:
         return None
     slots = read_slots(
-        settings.model_dir, list(settings.models), metrics, device=device, task="load"
+        settings.model_dir,
+        list(settings.models),
+        metrics,
+        device=device,
+        task="load",
+        missing_level=logging.DEBUG if quiet else None,
     )
     for name, slot in slots.items():
         cur = slot.current()
@@ -223,7 +278,7 @@ def attach_load(
         if why is not None:
             log.warning("load model %s: %s: not used", name, why)
             slots[name] = type(slot)(name)
-    if not have_models(slots):
+    if not have_models(slots) and not quiet:
         log.info(
             "no load models in %s: load forecasts from the untrained experts (ensemble) only; "
             "networks join when a version arrives",

@@ -5,7 +5,10 @@ only appends to bounded per-stream buffers: recent raw events for the next-reque
 models, recent load bins (of the serving ``bin_s``) for the load models. Each task has
 its own :class:`~trainer.schedule.Schedule` (every ``every_s`` / ``load_every_s``
 seconds, optionally every ``every_events`` events, never sooner after a refit than that
-refit took). When one is due the worker thread snapshots its buffer, holds out the most
+refit took); while a slot of the task has no model yet, its refit is due as soon as there is
+enough data to train one (``min_events`` buffered events; for load, the bins a first load
+model of ``load_seq_len`` and ``load_horizon`` needs), so a service started without models
+gets its first versions within the minimum gap, not after the interval. When one is due the worker thread snapshots its buffer, holds out the most
 recent slice, trains each model on the rest, asks the guard (:mod:`trainer.guard`)
 whether the challenger is no worse than the serving model on the held-out slice, and if
 so saves it as a new version of its task (atomically), installs it in the model slot (an
@@ -90,6 +93,10 @@ class RefitConfig:
     load_window_bins: int = 1440
     #: load refits: settings over the serving load network's, per model
     load_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: first load models (a load slot without a model): window in bins
+    load_seq_len: int = 48
+    #: first load models: bins ahead (the serving service's longest load horizon)
+    load_horizon: int = 30
 
 
 def _child_init(threads: int) -> None:
@@ -121,9 +128,9 @@ class RefitWorker(BackgroundWorker):
     """Retrains on a schedule in a daemon thread; swaps in challengers the guard accepts.
 
     ``slots`` are the next-request models; ``load_slots`` (with ``config.load_bin_s``) the
-    load models, refitted on their own schedule on the recent bins, those with a serving
-    version only (a load model's first version is trained offline: ``reqcast train --task
-    load``).
+    load models, refitted on their own schedule on the recent bins; a load slot without a
+    model gets a first version of ``config.load_seq_len`` bins and ``config.load_horizon``
+    bins ahead (the architecture of :func:`~trainer.train.params_for_load`).
     """
 
     def __init__(
@@ -153,6 +160,8 @@ class RefitWorker(BackgroundWorker):
             LOAD: Schedule(config.load_every_s if self.bins is not None else None),
         }
         self.decisions: list[Decision] = []
+        for task, schedule in self.schedules.items():
+            schedule.cold = self._cold(task)
         self._due = threading.Event()
         self._busy = threading.Lock()
         self._pool: ProcessPoolExecutor | None = None
@@ -174,8 +183,34 @@ class RefitWorker(BackgroundWorker):
         n = self.buffer.add(batch)
         if self.bins is not None:
             self.bins.add(batch)
-        if self.schedules[NEXT_REQUEST].count(n) and len(self.buffer) >= self.config.min_events:
+        schedule = self.schedules[NEXT_REQUEST]
+        enough = len(self.buffer) >= self.config.min_events
+        if schedule.count(n) and enough:
             self._due.set()
+        if schedule.cold and not schedule.requested and enough and schedule.cold_ready():
+            self._due.set()
+        load = self.schedules[LOAD]
+        if (
+            load.cold
+            and not load.requested
+            and self.bins is not None
+            and self.bins.bins() >= self._first_load_bins()
+            and load.cold_ready()
+        ):
+            self._due.set()
+
+    def _cold(self, task: str) -> bool:
+        """Whether a slot ``task`` refits has no model yet."""
+        if task == LOAD:
+            return any(slot.current() is None for slot in self.load_slots.values())
+        return any(
+            m not in self.slots or self.slots[m].current() is None for m in self.config.models
+        )
+
+    def _first_load_bins(self) -> int:
+        """Closed bins a stream needs for a first load model."""
+        c = self.config
+        return load_bins_needed(c.load_seq_len, c.load_horizon, c.holdout_fraction)
 
     def request(self, task: str = NEXT_REQUEST) -> None:
         """Ask for a refit of ``task``'s models as soon as its schedule allows (drift)."""
@@ -261,10 +296,12 @@ class RefitWorker(BackgroundWorker):
                 return out
             finally:
                 schedule.finished()
+                schedule.cold = self._cold(NEXT_REQUEST)
 
     def refit_load_once(self) -> list[Decision]:
-        """Train every served load model on the recent bins now and apply the guard; returns
-        the decisions (none while no stream has enough bins yet)."""
+        """Train every load model on the recent bins now and apply the guard; returns the
+        decisions (none while no stream has enough bins yet). A slot without a model gets a
+        first version (``config.load_seq_len``, ``config.load_horizon``)."""
         if self.bins is None:
             return []
         with self._busy:
@@ -274,9 +311,10 @@ class RefitWorker(BackgroundWorker):
             for model, slot in self.load_slots.items():
                 cur = slot.current()
                 if cur is None:
-                    continue
-                fc = cur.forecaster
-                need = load_bins_needed(fc.seq_len, fc.horizon, self.config.holdout_fraction)
+                    need = self._first_load_bins()
+                else:
+                    fc = cur.forecaster
+                    need = load_bins_needed(fc.seq_len, fc.horizon, self.config.holdout_fraction)
                 data = [s for s in series.values() if len(s) >= need]
                 if data:
                     todo.append((model, cur, data))
@@ -289,6 +327,7 @@ class RefitWorker(BackgroundWorker):
                     )
             if not todo:
                 schedule.skipped(time.monotonic())
+                schedule.cold = self._cold(LOAD)
                 return []
             schedule.started()
             try:
@@ -311,6 +350,7 @@ class RefitWorker(BackgroundWorker):
                 return out
             finally:
                 schedule.finished()
+                schedule.cold = self._cold(LOAD)
 
     def _config(self, model: str, task: str, cur: Loaded[Forecaster] | None) -> TrainConfig:
         """``model``'s training config for ``task``: the serving network's window, horizon and
@@ -319,14 +359,18 @@ class RefitWorker(BackgroundWorker):
         spec = getattr(cur.forecaster, "spec", None) if cur is not None else None
         serving = dict(spec.params) if spec is not None else {}
         own = (c.load_params if task == LOAD else c.params).get(model, {})
+        if cur is not None:
+            seq_len = cur.forecaster.seq_len
+        else:  # a first version
+            seq_len = c.load_seq_len if task == LOAD else c.seq_len
         fields: dict[str, Any] = {}
-        if task == LOAD and cur is not None:
-            fields["horizon"] = cur.forecaster.horizon
+        if task == LOAD:
+            fields["horizon"] = cur.forecaster.horizon if cur is not None else c.load_horizon
         return TrainConfig.for_model(
             model,
             task=task,
             params={**serving, **own},
-            seq_len=cur.forecaster.seq_len if cur is not None else c.seq_len,
+            seq_len=seq_len,
             epochs=c.epochs,
             batch_size=c.batch_size,
             patience=c.patience,

@@ -1,8 +1,10 @@
-"""When a task's next refit is due: by time, by event count, or on request (drift).
+"""When a task's next refit is due: by time, by event count, on request (drift), or cold.
 
 A refit is due ``every_s`` seconds after the last one started, after ``every_events``
-new events, or as soon as something :meth:`Schedule.request`\\ s one (the serving model's
-error drifted up), but never sooner than the last refit's own duration after it ended: a
+new events, as soon as something :meth:`Schedule.request`\\ s one (the serving model's
+error drifted up), or, while the schedule is :attr:`~Schedule.cold` (a slot of its task has
+no model yet), as soon as there is enough data to train one (:meth:`Schedule.cold_ready`),
+not at the next interval; but never sooner than the last refit's own duration after it ended: a
 refit that took T seconds is followed by at least T seconds without one, so training
 (and what it takes from the serving path) never runs more than half the time, however
 fast events arrive.
@@ -13,6 +15,12 @@ fast events arrive.
 >>> s.started(10.0); s.finished(40.0)   # a refit that took 30 s
 >>> s.next_due(40.0)                     # 10 s after its start, but not before 40 + 30
 70.0
+>>> c = Schedule(every_s=600.0, now=0.0); c.cold = True
+>>> c.next_due(5.0)                      # cold, but not enough data yet: the interval
+600.0
+>>> c.cold_ready(); c.next_due(5.0)      # enough data for a first version: now
+True
+5.0
 """
 
 from __future__ import annotations
@@ -36,6 +44,9 @@ class Schedule:
         self.since_events = 0
         self.requested = False
         self.rounds = 0
+        #: a slot of the task has no model yet (the worker keeps this current): enough data
+        #: for a refit (:meth:`cold_ready`) makes one due at once instead of at the interval
+        self.cold = False
 
     @property
     def active(self) -> bool:
@@ -50,6 +61,15 @@ class Schedule:
     def request(self) -> None:
         """Ask for a refit as soon as the minimum gap allows (drift)."""
         self.requested = True
+
+    def cold_ready(self) -> bool:
+        """There is enough data for a refit now: while :attr:`cold`, that makes one due as
+        soon as the minimum gap allows (a first version need not wait for the interval).
+        True if this newly made one due."""
+        if not self.cold or self.requested:
+            return False
+        self.requested = True
+        return True
 
     def earliest(self) -> float:
         """No refit starts before the last one's end plus its duration."""

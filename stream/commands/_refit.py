@@ -152,4 +152,6 @@ def refit_config(args: argparse.Namespace) -> RefitConfig:
         load_bin_s=getattr(args, "bin_s", None),
         load_every_s=args.refit_load_every_s or None,
         load_window_bins=args.refit_load_window,
+        load_seq_len=getattr(args, "load_seq_len", None) or 48,
+        load_horizon=max(getattr(args, "horizons", None) or [30]),
     )

@@ -4,7 +4,9 @@ Consumes request events from ``--input-topic`` in consumer group ``--group-id``,
 publishes a next-request forecast per model for every valid event to
 ``--output-topic`` and dead letters to ``--dlq-topic``; commits input offsets
 only once those are acknowledged (at least once). Without models in
-``--model-dir`` it exits with status 2 and says how to make some.
+``--model-dir`` it serves all the same: load forecasts come from the ensemble's untrained
+experts, and the networks join as their first versions arrive (the refit trains them as
+soon as it has enough data, or they come over the model topic).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import threading
 from predictor.errors import ConfigError
 from stream.app import (
     attach_load,
+    cold_start_note,
     kafka_service,
     service_metrics,
     start_model_workers,
@@ -101,12 +104,21 @@ def run(args: argparse.Namespace) -> int:
     if not args.broker_wait > 0:
         raise ConfigError(f"--broker-wait must be positive, got {args.broker_wait:g}")
     metrics = service_metrics(settings.metrics_max_streams)
-    slots = read_slots(args.model_dir, args.models, metrics, device=resolve_device(args.device))
-    if not have_models(slots):
-        raise ConfigError(
-            f"no model artifacts in {args.model_dir!r}: train some first, e.g. "
-            f"`reqcast train --preset cpu --model-dir {args.model_dir}` (or use `reqcast run`, "
-            "which trains first models by itself)"
+    slots = read_slots(
+        args.model_dir,
+        args.models,
+        metrics,
+        device=resolve_device(args.device),
+        missing_level=logging.DEBUG,  # said once below
+    )
+    cold = not have_models(slots)
+    missing = [name for name, slot in slots.items() if slot.current() is None]
+    if missing and not cold:
+        log.warning(
+            "no artifacts of %s in %s: %s joins when a version arrives (refit, model topic)",
+            ", ".join(missing),
+            args.model_dir,
+            "it" if len(missing) == 1 else "they",
         )
     wait_for_broker(kafka, timeout_s=args.broker_wait)
     ensure_topics(kafka, {config.output_topic: 1, config.dead_letter_topic: 1})
@@ -125,7 +137,9 @@ def run(args: argparse.Namespace) -> int:
         heartbeat_interval_ms=max(100, args.session_timeout_ms // 3),
         max_poll_interval_ms=args.max_poll_interval_ms,
     )
-    load = attach_load(settings.load, service, metrics, resolve_device(args.device))
+    load = attach_load(settings.load, service, metrics, resolve_device(args.device), quiet=cold)
+    if cold:
+        cold_start_note(settings, args.model_dir, load)
     workers = start_model_workers(
         settings.workers,
         slots,

@@ -539,3 +539,29 @@ def test_broker_outage_loses_no_event(
         # reqcast_broker_errors_total need a longer outage to move; what a 3 s cut leaves in
         # /metrics is the events sent during it: acknowledged seconds after their broker timestamp
         assert _slow_forecasts(after) > before, "the outage left no trace in the latency histogram"
+
+
+# -- no models --------------------------------------------------------------------------------
+def test_serve_without_models_publishes_ensemble_load_forecasts(
+    kafka_config: KafkaConfig, topic_name: str, tmp_path: Path, readers: list[TopicReader]
+) -> None:
+    """An empty --model-dir: serve keeps running, says once how networks would join, and
+    publishes the load ensemble from the first closed bins (no next-request forecast)."""
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    out = f"{topic_name}.forecasts"
+    create_topics(kafka_config, topic_name, 1, out, f"{topic_name}.dlq")
+    events = synthetic_events(120, ["svc-0"], seed=7)
+    produce_raw(
+        kafka_config, topic_name, [(b"svc-0", json.dumps(e.to_dict()).encode()) for e in events]
+    )
+    forecasts = _reader(readers, kafka_config, out)
+    with services(tmp_path, kafka_config.bootstrap_servers, empty) as svc:
+        serve = svc.start("cold", topic_name, out, f"g-{topic_name}", "--bin-s", "1")
+        forecasts.read_until(lambda r: len(r) >= 10, timeout_s=60, idle_s=1.0)
+        assert serve.alive()
+        values = forecasts.values()
+        assert len(values) >= 10
+        assert {(f["kind"], f["model"]) for f in values} == {("load", "ensemble")}
+        notes = [line for line in serve.log().splitlines() if f"no models in {empty}" in line]
+        assert len(notes) == 1 and "model topic" in notes[0], serve.log()[-3000:]
