@@ -175,6 +175,28 @@ class OnlineAggregator:
             shrink = math.log1p(-p) if k > 1 else 0.0  # nothing to shrink for the first
             self._log_w = np.concatenate([self._log_w + shrink, np.log(column)], axis=1)
 
+    def renew_expert(self, name: str) -> None:
+        """Start ``name`` afresh, as :meth:`add_expert` would add it: prior ``1/K`` (the others'
+        priors scaled to make room), no regret, nothing seen. For an expert that is replaced
+        by a new one under the same name (a new model version): what the old one earned or
+        lost does not carry over."""
+        j = self.names.index(name)
+        p = 1.0 / self.k
+        others = np.delete(self._prior, j, axis=1).sum(axis=1, keepdims=True)
+        scale = np.divide(1.0 - p, others, out=np.ones_like(others), where=others > 0)
+        self._prior = self._prior * scale
+        self._prior[:, j] = p
+        self._regret[:, j] = 0.0
+        if self.rule == "boa":
+            self._v[:, j] = 0.0
+            self._b[:, j] = 0.0
+        else:
+            w = self.weights()
+            w[:, j] = 0.0
+            w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-300) * (1.0 - p)
+            w[:, j] = p
+            self._log_w = np.log(np.maximum(w, 1e-300))
+
     # --- weights and the combined forecast ---------------------------------------
 
     def _boa_eta(self) -> np.ndarray:

@@ -92,6 +92,11 @@ class DelayedAggregator:
             self._pending[h].append((at + h, x[i].copy(), out[i].copy()))
         return out
 
+    def renew(self, name: str) -> None:
+        """Expert ``name`` was replaced (a new version): every horizon starts it afresh."""
+        for agg in self._aggs.values():
+            agg.renew_expert(name)
+
     def weights(self, horizon: int) -> np.ndarray:
         """Current weights ``[C, K]`` of ``horizon``."""
         return self._aggs[horizon].weights()

@@ -222,6 +222,7 @@ class LoadForecasting:
         if not closures:
             return []
         preds = self._predict([c[4] for c in closures])
+        self.ensemble.note_versions({n: p.version for n, p in preds.items()})
         others = self.ensemble.expert_points([c[4] for c in closures])
         now = time.time()
         out: list[Message] = []

@@ -12,8 +12,9 @@ row of ``reqcast bench accuracy --task load`` (:func:`predictor.ensemble.replay`
 A network that has no model yet, or whose horizon is shorter, forecasts NaN: the rule
 then leaves it out of that cell and renormalises over the others, so the ensemble
 publishes from the first closed bin and a network joins when its first version arrives.
-A network's weight belongs to its name, not its version: a newly swapped version
-inherits the weight its predecessor earned (documented in docs/models.md).
+A newly swapped network version starts at the weight the rule gives a new expert (prior
+1/K, no regret), in every stream: what the previous version earned or lost does not carry
+over (docs/models.md).
 """
 
 from __future__ import annotations
@@ -50,6 +51,17 @@ class LoadEnsemble:
         #: the shortest of those windows (a full one makes the ensemble's forecast warm)
         self.shortest = min(e.seq_len for e in self.experts)
         self._aggs: dict[str, DelayedAggregator] = {}
+        self._versions: dict[str, int] = {}
+
+    def note_versions(self, versions: dict[str, int]) -> None:
+        """The versions the networks forecast with now; a network whose version changed
+        starts afresh in every stream's aggregation."""
+        for name, version in versions.items():
+            old = self._versions.get(name)
+            if old is not None and old != version:
+                for agg in self._aggs.values():
+                    agg.renew(name)
+            self._versions[name] = version
 
     def expert_points(self, histories: list[np.ndarray]) -> np.ndarray:
         """The untrained experts' points after each history ``[n_i, 3]``: ``[m, H, 3, E]``."""

@@ -130,3 +130,27 @@ def test_the_weights_of_each_cell_are_exported_and_sum_to_one() -> None:
                 for name in load.ensemble.names
             )
             assert abs(total - 1.0) < 1e-9
+
+
+def test_a_new_network_version_starts_at_a_new_experts_weight() -> None:
+    """After a swap the new version does not inherit what the old one earned: its weight
+    goes back to the prior 1/K in every cell, and the other experts keep their order."""
+    slot: ModelSlot = ModelSlot("lstm")
+    slot.offer(tiny("lstm", max(HORIZONS)), 1)
+    load, _ = task({"lstm": slot})
+    load.process(valid(traffic(90, seed=9)))
+    k = len(load.ensemble.names)
+    lstm = load.ensemble.names.index("lstm")
+    before = load.ensemble.weights("all")
+    assert any(abs(w[c, lstm] - 1 / k) > 1e-3 for w in before.values() for c in range(3))
+    load.ensemble.note_versions({"lstm": 1})  # same version: nothing changes
+    for h, w in load.ensemble.weights("all").items():
+        np.testing.assert_array_equal(w, before[h])
+    load.ensemble.note_versions({"lstm": 2})
+    for h, w in load.ensemble.weights("all").items():
+        np.testing.assert_allclose(w[:, lstm], 1 / k)
+        np.testing.assert_allclose(w.sum(axis=1), 1.0)
+        others = [j for j in range(k) if j != lstm]
+        for c in range(3):
+            old = np.argsort(before[h][c, others], kind="stable")
+            np.testing.assert_array_equal(np.argsort(w[c, others], kind="stable"), old)
