@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from stream.tasks.load import LoadForecasting
 
-#: where ``reqcast plot`` looks for forecasts unless told
+#: where ``reqcast run`` writes its forecasts and ``reqcast plot`` reads them unless told
 DEFAULT_FORECASTS = "out/forecasts.jsonl"
 
 #: a section's body: text as it is, or ``name -> value`` lines (numbers to 3 significant digits)

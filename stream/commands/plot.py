@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING
 
 from predictor.errors import ConfigError, InputError
 from stream.cliutil import add_flag, add_trace_flags, load_from_args
+from stream.summary import DEFAULT_FORECASTS
 
 if TYPE_CHECKING:
     import pandas as pd
 
 KINDS = ("forecast", "error", "training", "all")
-DEFAULT_FORECASTS = "out/forecasts.jsonl"
 #: where --model-dir is looked for when not given: reqcast run's, then reqcast train's
 DEFAULT_MODEL_DIRS = ("out/models", "models")
 #: the rows and seed of the synthetic trace of a default ``reqcast run`` (--events 20000

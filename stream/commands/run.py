@@ -33,7 +33,7 @@ from stream.first_models import announce, train_first, train_first_load
 from stream.metrics import serve_metrics
 from stream.sinks import JsonlSink, TeeSink
 from stream.status import StatusPrinter
-from stream.summary import Timings, run_summary
+from stream.summary import DEFAULT_FORECASTS, Timings, run_summary
 from stream.trace_replay import replay
 from stream.transport import MemoryBroker, Sink, Source
 
@@ -71,7 +71,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     add_flag(
         p,
         "--output",
-        default="out/forecasts.jsonl",
+        default=DEFAULT_FORECASTS,
         help="JSON Lines file of forecasts (dead letters go beside it)",
     )
     add_flag(

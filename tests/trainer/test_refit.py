@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from prometheus_client import CollectorRegistry
 
 from predictor.artifacts import list_artifacts, load_artifact, save_artifact
 from predictor.events import RequestEvent
@@ -98,19 +97,7 @@ def model_dir(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dest
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """Training and serving threads share two cores here; torch's spinning worker threads
-    would only fight over them."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics(CollectorRegistry())
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(model_dir: Path, **kw: Any) -> RefitConfig:

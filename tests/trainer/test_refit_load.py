@@ -9,7 +9,6 @@ import itertools
 import math
 import threading
 import time
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from prometheus_client import CollectorRegistry
 
 from predictor.artifacts import ArtifactInfo, list_artifacts, save_artifact
 from predictor.events import RequestEvent
@@ -95,17 +93,7 @@ def model_dir(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return dest
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics(CollectorRegistry())
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _config(model_dir: Path, **kw: Any) -> RefitConfig:
