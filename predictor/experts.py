@@ -9,19 +9,38 @@ local linear trend (raw and ``log1p``) and auto-ARIMA. Auto-ARIMA fits each wind
 afresh (about 7 ms for a 512-bin window on one core), so the service leaves it out
 (:data:`SERVE_PEERS`): rebuilding the ensemble from a partition's history replays every
 expert over up to 512 bins per stream on each assignment.
+
+The library peers (:data:`LIBRARY_PEERS`) are well-kept references beside those:
+statsforecast's AutoARIMA, AutoETS and Theta (:mod:`predictor.models.sf`) and filterpy's
+Kalman filter, the one Dynamo runs (:mod:`predictor.models.filterpy_kalman`). They come
+with the ``stats`` extra (statsforecast holds pandas below 3), only the bench scores them,
+and only when asked: one whose library is missing is a one-line :class:`ConfigError`
+that names the extra. A fit of statsforecast's AutoARIMA costs far more than the serve
+path can spend per bin (tens to hundreds of ms per channel).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
+from predictor.errors import ConfigError
+from predictor.models import filterpy_kalman, sf
 from predictor.models.arima import ArimaPeer
 from predictor.models.base import Forecaster
 from predictor.models.baselines import EWMA, LastValue, RollingMean, RollingMedian
 from predictor.models.kalman import KalmanTrend
 
-#: the planner peers :func:`load_peers` knows
+#: our own numpy planner peers (the bench's default)
 PEERS = ("kalman", "kalman_log1p", "arima")
+#: the library peers, each with the library it needs (all in the ``stats`` extra)
+LIBRARY_PEERS = {
+    "sf_autoarima": "statsforecast",
+    "sf_autoets": "statsforecast",
+    "sf_theta": "statsforecast",
+    "filterpy_kalman": "filterpy",
+}
+#: every peer :func:`load_peers` knows
+KNOWN_PEERS = (*PEERS, *LIBRARY_PEERS)
 #: the peers the service aggregates (module docstring)
 SERVE_PEERS = ("kalman", "kalman_log1p")
 
@@ -37,11 +56,38 @@ def load_baselines(horizon: int, channels: int = 3) -> list[Forecaster]:
     ]
 
 
+def library_available(library: str) -> bool:
+    """Whether ``library`` (``statsforecast`` or ``filterpy``) can be imported."""
+    return {"statsforecast": sf.available, "filterpy": filterpy_kalman.available}[library]()
+
+
+def check_peers(names: tuple[str, ...]) -> None:
+    """A ConfigError for an unknown peer, or for a library peer whose library is missing."""
+    unknown = sorted(set(names) - set(KNOWN_PEERS))
+    if unknown:
+        raise ConfigError(f"unknown peer(s) {', '.join(unknown)}; known: {', '.join(KNOWN_PEERS)}")
+    for name in names:
+        library = LIBRARY_PEERS.get(name)
+        if library is not None and not library_available(library):
+            raise ConfigError(
+                f"peer {name} needs {library}, which is not installed: "
+                f"pip install 'reqcast[{sf.EXTRA}]'"
+            )
+
+
 def load_peers(names: tuple[str, ...], horizon: int, channels: int = 3) -> list[Forecaster]:
-    """The Dynamo planner's load predictors by name (``kind: "peer"``)."""
+    """The load peers by name (``kind: "peer"``): the Dynamo planner's predictors and the
+    library references (module docstring)."""
+    check_peers(names)
     make: dict[str, Callable[[], Forecaster]] = {
         "kalman": lambda: KalmanTrend(horizon, channels),
         "kalman_log1p": lambda: KalmanTrend(horizon, channels, log1p=True),
         "arima": lambda: ArimaPeer(horizon, channels),
+        "filterpy_kalman": lambda: filterpy_kalman.FilterpyKalman(horizon, channels),
+        **{name: _sf_maker(name, horizon, channels) for name in sf.MODELS},
     }
     return [make[name]() for name in names]
+
+
+def _sf_maker(name: str, horizon: int, channels: int) -> Callable[[], Forecaster]:
+    return lambda: sf.SfPeer(name, horizon, channels)

@@ -25,7 +25,7 @@ from predictor.tasks import LOAD, NEXT_REQUEST, TASKS
 from stream.bench import swap, throughput
 from stream.cliutil import add_flag, add_trace_flags, load_from_args, set_torch_threads
 from trainer.device import DEVICES
-from trainer.evaluation.load import PEERS, LoadBacktestConfig, load_backtest
+from trainer.evaluation.load import KNOWN_PEERS, LoadBacktestConfig, load_backtest
 from trainer.evaluation.next_request import BacktestConfig, next_request_backtest
 from trainer.evaluation.report import load_markdown, to_markdown
 from trainer.evaluation.suite import SUITE_EPOCHS, run_suite, suite_markdown
@@ -134,9 +134,11 @@ def add_accuracy_flags(p: argparse.ArgumentParser) -> None:
         p,
         "--peers",
         nargs="*",
-        choices=list(PEERS),
+        choices=list(KNOWN_PEERS),
         default=list(dl.peers),
-        help="load: the Dynamo planner's predictors scored as peers (none: leave them out)",
+        help="load: the peers scored beside the baselines (none: leave them out); the "
+        "library peers sf_autoarima, sf_autoets, sf_theta and filterpy_kalman need the "
+        "'stats' extra",
     )
     add_flag(
         p,

@@ -35,7 +35,10 @@ shows whether a network does better than that.
 
 Peers (``kind: "peer"``, ``peers`` in the config): the load predictors of NVIDIA
 Dynamo's planner, ``kalman`` and ``kalman_log1p`` (:mod:`predictor.models.kalman`) and
-``arima`` (:mod:`predictor.models.arima`), walked and scored like the baselines.
+``arima`` (:mod:`predictor.models.arima`), walked and scored like the baselines; and,
+only when asked for (``--peers``) and with the ``stats`` extra installed, the library
+references ``sf_autoarima``, ``sf_autoets``, ``sf_theta`` (:mod:`predictor.models.sf`)
+and ``filterpy_kalman`` (:mod:`predictor.models.filterpy_kalman`).
 
 ``ensemble`` (``aggregate``): every expert above (networks, baselines, peers)
 aggregated online with delayed per-horizon updates, its interval calibrated online
@@ -58,7 +61,7 @@ import numpy as np
 import pandas as pd
 
 from predictor.errors import ConfigError, TrainingError
-from predictor.experts import load_baselines, load_peers
+from predictor.experts import KNOWN_PEERS, load_baselines, load_peers
 from predictor.load import LOAD_QUANTITIES
 from predictor.models import ets
 from predictor.models.base import NOMINAL_COVERAGE, Forecaster
@@ -83,6 +86,7 @@ from trainer.evaluation.walk import (
 from trainer.train import TrainConfig, train_forecaster
 
 __all__ = [
+    "KNOWN_PEERS",
     "LOAD",
     "PEERS",
     "LoadBacktestConfig",
@@ -189,7 +193,7 @@ def load_backtest(
             ets.AutoETS(cfg.horizon, 3, seq_len=cfg.ets_window, refit_every=cfg.ets_refit_every)
         )
     else:
-        notes.append("AutoETS baseline skipped: statsforecast is not installed (extra 'ets')")
+        notes.append("AutoETS baseline skipped: statsforecast is not installed (extra 'stats')")
     forecasters += load_peers(cfg.peers, cfg.horizon)
     results: list[dict[str, Any]] = []
     primed: dict[str, list[Primed]] = {}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from predictor.calibration import LOAD_MIN_COUNT, LOAD_SIZE, PRIME_BINS, STEP_BINS
 from predictor.errors import ConfigError
-from predictor.experts import PEERS
+from predictor.experts import PEERS, check_peers
 from trainer.evaluation.split import check_split
 
 
@@ -44,7 +44,9 @@ class LoadBacktestConfig:
     ets_window: int = 500
     ets_refit_every: int = 50
     #: the Dynamo planner's predictors as peers (``kind: "peer"``): ``kalman``,
-    #: ``kalman_log1p``, ``arima``
+    #: ``kalman_log1p``, ``arima``; and, asked for, the library peers
+    #: (:data:`predictor.experts.LIBRARY_PEERS`: ``sf_autoarima``, ``sf_autoets``,
+    #: ``sf_theta``, ``filterpy_kalman``)
     peers: tuple[str, ...] = PEERS
     #: the ``ensemble`` row: every expert aggregated online (:mod:`predictor.ensemble`)
     aggregate: bool = True
@@ -58,9 +60,7 @@ class LoadBacktestConfig:
         for name in ("seq_len", "epochs", "batch_size", "patience", "conformal_size", "ensemble"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        unknown = sorted(set(self.peers) - set(PEERS))
-        if unknown:
-            raise ConfigError(f"unknown peer(s) {', '.join(unknown)}; known: {', '.join(PEERS)}")
+        check_peers(self.peers)
         object.__setattr__(self, "horizons", tuple(sorted(set(self.horizons))))
 
     @property
