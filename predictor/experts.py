@@ -15,8 +15,10 @@ statsforecast's AutoARIMA, AutoETS and Theta (:mod:`predictor.models.sf`) and fi
 Kalman filter, the one Dynamo runs (:mod:`predictor.models.filterpy_kalman`). They come
 with the ``stats`` extra (statsforecast holds pandas below 3), only the bench scores them,
 and only when asked: one whose library is missing is a one-line :class:`ConfigError`
-that names the extra. A fit of statsforecast's AutoARIMA costs far more than the serve
-path can spend per bin (tens to hundreds of ms per channel).
+that names the extra. None suits the serve path: a window fitted afresh (200 bins, three
+quantities, one busy core) costs about 710 ms with statsforecast's AutoARIMA, 38 ms with
+AutoETS, 19 ms with Theta, where our ``arima``, left out for its 7 ms, is cheaper; and
+``filterpy_kalman`` (3.6 ms) forecasts what ``kalman`` (1.1 ms) does.
 """
 
 from __future__ import annotations
