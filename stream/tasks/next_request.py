@@ -191,8 +191,9 @@ class NextRequestTask:
                 ts = np.array([ev.timestamp_s for ev in part])
                 wins, _, gaps = windows.extend(stream, ts, req, resp, seq_len)
                 nets = {
-                    name: loaded.forecaster.predict(wins[:, seq_len - loaded.forecaster.seq_len :])
-                    .point[:, 0, :]
+                    name: loaded.forecaster.predict(
+                        wins[:, seq_len - loaded.forecaster.seq_len :]
+                    ).point[:, 0, :]
                     for name, loaded in models
                 }
                 rows = np.stack([gaps, req, resp], axis=-1)
