@@ -142,7 +142,7 @@ def service_settings(args: argparse.Namespace) -> ServiceSettings:
         max_lateness_s=args.max_lateness,
         max_future_s=args.max_future,
         publish_best=not args.no_best,
-        next_request_ensemble=args.next_request_ensemble,
+        next_request_ensemble=bool(args.next_request_ensemble),
         history_records=history_records,
     )
     watch_s = getattr(args, "watch_model_dir", 0) or 0.0  # serve only
