@@ -245,8 +245,9 @@ class Metrics:
         )
         self.ensemble_weight = Gauge(
             "reqcast_ensemble_weight",
-            "Weight of each expert in the ensemble load forecast per stream, quantity and "
-            "horizon (the weights of a cell sum to 1)",
+            "Weight of each expert in the ensemble forecast per stream, quantity and horizon "
+            "(the weights of a cell sum to 1); load quantities are rates per bin, next-request "
+            "quantities (gap_s, request_tokens, response_tokens) have horizon_bins 1: the next event",
             ["stream", "model", "quantity", "horizon_bins"],
             registry=r,
         )
@@ -266,6 +267,11 @@ class Metrics:
         self.ensemble_weights = StreamGauge(
             self.ensemble_weight, limit, dropped("reqcast_ensemble_weight")
         )
+        #: the next-request ensemble's series of the same gauge, told apart by their quantity
+        #: (each task forgets and clears its own streams)
+        self.next_request_ensemble_weights = StreamGauge(
+            self.ensemble_weight, limit, dropped("reqcast_ensemble_weight")
+        )
 
     def forget_stream(self, stream: str) -> None:
         """Remove every per-stream series of ``stream`` (its state was dropped)."""
@@ -274,6 +280,7 @@ class Metrics:
             self.load_streams,
             self.actual_streams,
             self.ensemble_weights,
+            self.next_request_ensemble_weights,
         ):
             g.remove(stream)
 

@@ -93,6 +93,8 @@ class ServeConfig:
     #: trace-time event accepted, and (with ``max_lateness_s``, the smaller) of the clock
     max_future_s: float = 86400.0
     publish_best: bool = True
+    #: publish the next-request ``ensemble`` (every expert aggregated online)
+    next_request_ensemble: bool = False
     retry_backoff_s: float = 0.2
     max_backoff_s: float = 10.0
 
@@ -112,7 +114,11 @@ class ServeConfig:
 
     def next_request(self) -> NextRequestConfig:
         return NextRequestConfig(
-            self.output_topic, self.stream_key, self.window_capacity, self.publish_best
+            self.output_topic,
+            self.stream_key,
+            self.window_capacity,
+            self.publish_best,
+            self.next_request_ensemble,
         )
 
 

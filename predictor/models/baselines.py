@@ -30,6 +30,11 @@ class _Baseline:
     def _point(self, windows: np.ndarray) -> np.ndarray:  # [B, L, C] -> [B, C]
         raise NotImplementedError
 
+    def point(self, windows: np.ndarray) -> np.ndarray:
+        """The point forecast ``[B, C]`` alone (what :meth:`predict` repeats over the
+        horizon), without the interval's quantiles."""
+        return self._point(windows[:, -self.seq_len :, :])
+
     def predict(self, windows: np.ndarray) -> Prediction:
         w = windows[:, -self.seq_len :, :]  # [B, L, C]
         point = self._point(w)  # [B, C]

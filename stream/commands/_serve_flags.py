@@ -24,6 +24,13 @@ def add_service_flags(p: argparse.ArgumentParser) -> None:
     )
     add_flag(
         p,
+        "--next-request-ensemble",
+        action="store_true",
+        help="also publish the next-request `ensemble`: per stream and quantity, the served "
+        "models and the baselines aggregated online (BOA), its interval calibrated online",
+    )
+    add_flag(
+        p,
         "--no-load",
         action="store_true",
         help="publish no load forecasts even if load models exist",
@@ -135,6 +142,7 @@ def service_settings(args: argparse.Namespace) -> ServiceSettings:
         max_lateness_s=args.max_lateness,
         max_future_s=args.max_future,
         publish_best=not args.no_best,
+        next_request_ensemble=bool(args.next_request_ensemble),
         history_records=history_records,
     )
     watch_s = getattr(args, "watch_model_dir", 0) or 0.0  # serve only

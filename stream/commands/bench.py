@@ -144,7 +144,8 @@ def add_accuracy_flags(p: argparse.ArgumentParser) -> None:
         p,
         "--no-ensemble",
         action="store_true",
-        help="load: leave out the ensemble row (BOA over every expert) and its ratios",
+        help="leave out the ensemble row (BOA over every expert, per stream; for load also "
+        "its ratios to the best expert)",
     )
     add_flag(
         p,
@@ -211,7 +212,7 @@ def _config(args: argparse.Namespace) -> BacktestConfig | LoadBacktestConfig:
             aggregate=not args.no_ensemble,
             **common,
         )
-    return BacktestConfig(**common)
+    return BacktestConfig(aggregate=not args.no_ensemble, **common)
 
 
 def run_accuracy(args: argparse.Namespace) -> int:

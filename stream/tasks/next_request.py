@@ -6,7 +6,10 @@ request (gap, request and response tokens) from the window that ends at the even
 costliest model (per window, as measured) runs on an inference thread while this thread
 runs and encodes the others: torch releases the GIL while it computes. A forecast is scored
 when its stream's next event arrives (rolling MAE and coverage, and the interval's online
-calibration); ``best`` takes, per quantity, the model with the lower rolling error.
+calibration); ``best`` takes, per quantity, the model with the lower rolling error; and,
+with ``ensemble`` in the config, ``ensemble`` aggregates every expert online
+(:mod:`stream.tasks.next_ensemble`), its interval calibrated online around its point like
+every other model's.
 
 Models are read from their :class:`~predictor.slot.ModelSlot` once per batch, so a hot swap
 lands between batches and every forecast names its version.
@@ -41,6 +44,7 @@ from stream.tasks.common import (
     ready,
     score,
 )
+from stream.tasks.next_ensemble import ENSEMBLE, HORIZON, NextRequestEnsemble
 from stream.validation import Valid
 
 #: ``json.dumps`` without the check for circular references (a forecast has none): same bytes
@@ -54,6 +58,8 @@ class NextRequestConfig:
     #: requests kept per stream
     window_capacity: int = 256
     publish_best: bool = True
+    #: publish ``ensemble``: every expert aggregated online (:mod:`stream.tasks.next_ensemble`)
+    ensemble: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,7 @@ class NextRequestTask:
         #: seconds per window of each model's predict, a moving average (see process)
         self._cost: dict[str, float] = {}
         self._inference: ThreadPoolExecutor | None = None
+        self.ensemble = NextRequestEnsemble(list(slots)) if config.ensemble else None
 
     # -- state -------------------------------------------------------------------------------
     def _new_windows(self) -> RollingWindows:
@@ -143,17 +150,61 @@ class NextRequestTask:
         """Drop what is kept for ``stream`` besides its window (evicted: least recently seen)."""
         self._pending.pop(stream, None)
         self.metrics.forecast_streams.remove(stream)
+        if self.ensemble is not None:
+            self.ensemble.forget(stream)
+            self.metrics.next_request_ensemble_weights.remove(stream)
 
     def last_timestamp(self, stream: str) -> float | None:
         """The newest event time in ``stream``'s window (None: no window)."""
         return self.windows.last_timestamp(stream)
 
     def on_assign(self, events: list[RequestEvent]) -> None:
-        """New windows, rebuilt from the last ``window_capacity`` of ``events`` per stream."""
+        """New windows, rebuilt from the last ``window_capacity`` of ``events`` per stream;
+        the ensemble's weights rebuilt from all of ``events`` (:meth:`prime`)."""
         self.windows = self._new_windows()
         self._pending.clear()
         self.metrics.forecast_streams.clear()
+        self.metrics.next_request_ensemble_weights.clear()
         self.warm(self.recent(events))
+        self.prime(events)
+
+    def prime(self, events: list[RequestEvent], chunk: int = 2048) -> None:
+        """Replay ``events`` (in order) through the ensemble, each stream's aggregation
+        afresh, so that its weights are what an uninterrupted run over the same events with
+        the networks now served would have learnt. Nothing is published or scored."""
+        ens = self.ensemble
+        if ens is None:
+            return
+        ens.clear()
+        models = ready(self.slots)
+        ens.note_versions({name: loaded.version for name, loaded in models})
+        seq_len = self._seq_len()
+        windows = RollingWindows(self.config.window_capacity, max_streams=len(events) + 1)
+        by_stream: dict[str, list[RequestEvent]] = {}
+        for ev in events:
+            by_stream.setdefault(ev.stream_key(self.config.stream_key), []).append(ev)
+        for stream, evs in by_stream.items():
+            for a in range(0, len(evs), chunk):
+                part = evs[a : a + chunk]
+                req = np.array([ev.request_tokens for ev in part], dtype=np.float64)
+                resp = np.array([ev.response_tokens for ev in part], dtype=np.float64)
+                ts = np.array([ev.timestamp_s for ev in part])
+                wins, _, gaps = windows.extend(stream, ts, req, resp, seq_len)
+                nets = {
+                    name: loaded.forecaster.predict(
+                        wins[:, seq_len - loaded.forecaster.seq_len :]
+                    ).point[:, 0, :]
+                    for name, loaded in models
+                }
+                rows = np.stack([gaps, req, resp], axis=-1)
+                ens.step(stream, rows, nets, ens.expert_points(wins))
+            if stream not in self.windows:  # not among the streams kept: keep no weights
+                ens.forget(stream)
+
+    def _seq_len(self) -> int:
+        """The window every forecaster of a batch can draw on (the ensemble's baselines too)."""
+        top = longest_window(self.slots, default=1)
+        return top if self.ensemble is None else max(top, self.ensemble.seq_len)
 
     def recent(self, events: list[RequestEvent]) -> list[RequestEvent]:
         """The last ``window_capacity`` of ``events`` per stream, in order (the windows keep
@@ -180,7 +231,7 @@ class NextRequestTask:
         by_stream: dict[str, list[int]] = {}
         for i, ev in enumerate(events):
             by_stream.setdefault(ev.stream_key(self.config.stream_key), []).append(i)
-        seq_len = longest_window(self.slots, default=1)
+        seq_len = self._seq_len()
         out = {}
         for stream, idx in by_stream.items():
             ts = np.array([events[i].timestamp_s for i in idx])
@@ -235,7 +286,49 @@ class NextRequestTask:
         if self.config.publish_best and len(outputs) > 1:
             version = max(o.version for o in outputs.values())
             messages += self._publish("best", _best_of([outputs[b] for b in best], version), batch)
+        if self.ensemble is not None:
+            out = self._ensemble(outputs, batch, all_wins, all_have)
+            messages += self._publish(ENSEMBLE, out, batch)
+            self._export_weights(batch.streams)
         return messages
+
+    def _ensemble(
+        self, outputs: dict[str, _Output], batch: _Batch, wins: np.ndarray, have: np.ndarray
+    ) -> _Output:
+        """The ensemble's forecasts for a batch (rows in stream order): its points, and an
+        interval that is the online calibration's widening around them."""
+        ens = self.ensemble
+        assert ens is not None
+        ens.note_versions({name: o.version for name, o in outputs.items()})
+        others = ens.expert_points(wins)  # [n, 3, E]
+        point = np.empty((len(wins), len(QUANTITIES)))
+        for k, stream in enumerate(batch.streams):
+            a, b = batch.bounds[k], batch.bounds[k + 1]
+            nets = {name: o.point[a:b] for name, o in outputs.items()}
+            point[a:b] = ens.step(stream, batch.actual[a:b], nets, others[a:b])
+            if stream not in self.windows:  # evicted by a later stream of the batch
+                ens.forget(stream)
+        keys = [(ENSEMBLE, q) for q in QUANTITIES]
+        lo, hi = calibrated(self.conformal, keys, point, point, point)
+        # warm as soon as one of its experts has a full window
+        warm = have >= ens.shortest
+        for o in outputs.values():
+            warm |= o.warm
+        version = max((o.version for o in outputs.values()), default=0)
+        return _Output(version, point, lo, hi, point, point, warm, None)
+
+    def _export_weights(self, streams: list[str]) -> None:
+        """The ensemble's current weights of each of ``streams`` as gauges."""
+        ens = self.ensemble
+        assert ens is not None
+        g = self.metrics.next_request_ensemble_weights
+        for stream in streams:
+            w = ens.weights(stream)
+            if w is None:
+                continue
+            for c, q in enumerate(QUANTITIES):
+                for j, expert in enumerate(ens.names):
+                    g.set((stream, expert, q, str(HORIZON)), w[c, j])
 
     def _predict(self, name: str, loaded: Any, wins: np.ndarray, have: np.ndarray) -> _Output:
         """One model's calibrated forecasts for a batch's windows (rows in stream order)."""

@@ -7,6 +7,11 @@ request only, and is scored against the next request. Errors are pooled over
 streams (each forecast counts once). Each model's MAE ratio to the best baseline
 comes with a 90 % interval from a paired block bootstrap over the forecast origins
 (:func:`trainer.evaluation.stats.ratio_interval`).
+
+With ``aggregate`` (``reqcast bench accuracy`` sets it unless ``--no-ensemble``) an
+``ensemble`` row (kind ``ensemble``) aggregates every expert above online, per stream, as
+the service's ``--next-request-ensemble`` does (:mod:`trainer.evaluation.next_ensemble`),
+scored on the same forecasts.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from predictor.models.base import NOMINAL_COVERAGE, Forecaster, Prediction, roll
 from predictor.models.baselines import default_baselines
 from predictor.streams import stream_series
 from predictor.tasks import NEXT_REQUEST
+from trainer.evaluation.next_ensemble import ENSEMBLE, ensemble_forecasts
 from trainer.evaluation.split import check_split
 from trainer.evaluation.stats import score, verdict
 from trainer.train import TrainConfig, train_forecaster
@@ -43,6 +49,8 @@ class BacktestConfig:
     stream_key: str = "model"
     seed: int = 0
     device: str = "auto"
+    #: the ``ensemble`` row: every expert aggregated online (module docstring)
+    aggregate: bool = False
 
     def __post_init__(self) -> None:
         check_split(self)
@@ -74,18 +82,31 @@ def walk_forward(
     Returns the forecasts ``[M, 1, C]`` and the outcomes (row ``t+1``) ``[M, 1, C]``,
     with ``M`` the sum of ``N - cut`` over the streams.
     """
-    points, lowers, uppers, actuals = [], [], [], []
+    return pool(stream_forecasts(forecaster, streams), streams)
+
+
+def stream_forecasts(
+    forecaster: Forecaster, streams: Sequence[tuple[np.ndarray, int]]
+) -> list[Prediction]:
+    """Per stream, the next-request forecasts ``[N - cut, 1, C]`` after rows ``cut-1 .. N-2``."""
+    out = []
     for series, cut in streams:
         pred = rolling_predict(forecaster, series, start=cut - 1)
         n = len(series) - cut  # the forecast after the last row has no outcome yet
-        points.append(pred.point[:n, :1])
-        lowers.append(pred.lower[:n, :1])
-        uppers.append(pred.upper[:n, :1])
-        actuals.append(series[cut:, None, :])  # [n, 1, C]
-    if not actuals:
+        out.append(Prediction(pred.point[:n, :1], pred.lower[:n, :1], pred.upper[:n, :1]))
+    return out
+
+
+def pool(
+    preds: Sequence[Prediction], streams: Sequence[tuple[np.ndarray, int]]
+) -> tuple[Prediction, np.ndarray]:
+    """The streams' forecasts pooled, and their outcomes ``[M, 1, C]`` (see :func:`walk_forward`)."""
+    if not preds:
         raise ConfigError("no stream has rows to forecast")
-    pooled = Prediction(np.concatenate(points), np.concatenate(lowers), np.concatenate(uppers))
-    return pooled, np.concatenate(actuals)
+    pooled = Prediction(
+        *(np.concatenate([getattr(p, f) for p in preds]) for f in ("point", "lower", "upper"))
+    )
+    return pooled, np.concatenate([series[cut:, None, :] for series, cut in streams])
 
 
 def train_on_heads(
@@ -136,11 +157,19 @@ def next_request_backtest(
     parts = list(streams.values())
     results: list[dict[str, Any]] = []
     errors: dict[tuple[str, str, int], np.ndarray] = {}
+    points: dict[str, list[np.ndarray]] = {}  # per expert, its points [n, C] per stream
+    walked: list[tuple[str, str, list[Prediction]]] = []
     for fc in forecasters:
-        pred, actual = walk_forward(fc, parts)
-        results += score(pred, actual, QUANTITIES, task=NEXT_REQUEST, model=fc.name, kind=fc.kind)
+        per_stream = stream_forecasts(fc, parts)
+        walked.append((fc.name, fc.kind, per_stream))
+        points[fc.name] = [p.point[:, 0] for p in per_stream]
+    if cfg.aggregate:
+        walked.append((ENSEMBLE, ENSEMBLE, ensemble_forecasts(parts, points)))
+    for name, kind, per_stream in walked:
+        pred, actual = pool(per_stream, parts)
+        results += score(pred, actual, QUANTITIES, task=NEXT_REQUEST, model=name, kind=kind)
         err = np.abs(pred.point[:, 0] - actual[:, 0])  # [M, C]
-        errors.update({(fc.name, q, 1): err[:, c] for c, q in enumerate(QUANTITIES)})
+        errors.update({(name, q, 1): err[:, c] for c, q in enumerate(QUANTITIES)})
     task_config = {
         **asdict(cfg),
         "models": list(cfg.models),

@@ -70,6 +70,7 @@ def to_markdown(report: Mapping[str, Any]) -> str:
         if with_smape:
             note += "; sMAPE = mean of 2|y - ŷ| / (|y| + |ŷ|), from 0 to 2"
         lines += ["", note + ".", ""]
+        lines += _ensemble_lines(rows, names)
         for model, kind in names:
             if kind != "model":
                 continue
@@ -91,6 +92,37 @@ def to_markdown(report: Mapping[str, Any]) -> str:
             )
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _ensemble_lines(rows: list[Mapping[str, Any]], names: list[tuple[str, str]]) -> list[str]:
+    """A line per row of kind ``ensemble``: its MAE over the best single expert's (lowest
+    MAE among the models and baselines of the table) per target."""
+    out = []
+    for model, kind in names:
+        if kind != "ensemble":
+            continue
+        parts = []
+        for r in rows:
+            if r["model"] != model or r["mae"] is None:
+                continue
+            experts = [
+                e
+                for e in rows
+                if e["target"] == r["target"]
+                and e["kind"] in ("model", "baseline")
+                and e["mae"] is not None
+            ]
+            if experts:
+                best = min(experts, key=lambda e: e["mae"])
+                ratio = r["mae"] / best["mae"] if best["mae"] > 0 else None
+                parts.append(f"{r['target']} {_num(ratio, '.4f')} (best: {best['model']})")
+        if parts:
+            lines = "; ".join(parts)
+            out.append(
+                f"- **{model}** (every expert aggregated online): MAE over the best "
+                f"single expert's: {lines}"
+            )
+    return out
 
 
 def load_markdown(report: Mapping[str, Any]) -> str:

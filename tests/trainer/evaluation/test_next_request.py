@@ -85,3 +85,20 @@ def test_config_and_data_errors() -> None:
     df = pd.DataFrame({"timestamp_s": np.arange(30.0), "request_tokens": 1, "response_tokens": 1})
     with pytest.raises(TrainingError, match="too few rows"):
         next_request_backtest(df, BacktestConfig(seq_len=64, stream_key="none"))
+
+
+def test_the_ensemble_row_is_scored_on_the_same_forecasts(tmp_path: Path) -> None:
+    path = write_trace(synthesize(300, seed=3), tmp_path / "t.csv")
+    df, _ = load_trace(path)
+    cfg = BacktestConfig(seq_len=8, epochs=1, batch_size=32, aggregate=True)
+    report = next_request_backtest(df, cfg)
+    rows = {(r["model"], r["target"]): r for r in report["results"]}
+    experts = [*cfg.models, *(b.name for b in default_baselines())]
+    for q in QUANTITIES:
+        ens = rows[("ensemble", q)]
+        assert ens["kind"] == "ensemble" and ens["n"] == report["task_config"]["forecasts"]
+        maes = [rows[(m, q)]["mae"] for m in experts]
+        # a convex combination of the experts: within their range (log1p-space weights)
+        assert min(maes) * 0.5 <= ens["mae"] <= max(maes) and 0.0 <= ens["coverage"] <= 1.0
+    assert all(v["model"] != "ensemble" for v in report["verdict"])  # not a trained model
+    assert "- **ensemble** (every expert aggregated online)" in to_markdown(report)
