@@ -18,7 +18,10 @@ and only when asked: one whose library is missing is a one-line :class:`ConfigEr
 that names the extra. None suits the serve path: a window fitted afresh (200 bins, three
 quantities, one busy core) costs about 710 ms with statsforecast's AutoARIMA, 38 ms with
 AutoETS, 19 ms with Theta, where our ``arima``, left out for its 7 ms, is cheaper; and
-``filterpy_kalman`` (3.6 ms) forecasts what ``kalman`` (1.1 ms) does.
+``filterpy_kalman`` (3.6 ms) forecasts what ``kalman`` (1.1 ms) does. ``prophet``
+(:mod:`predictor.models.prophet_peer`, the ``prophet`` extra: Prophet brings Stan)
+fits a Prophet per window and quantity as Dynamo's planner does, tens of milliseconds
+each.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from predictor.errors import ConfigError
-from predictor.models import filterpy_kalman, sf
+from predictor.models import filterpy_kalman, prophet_peer, sf
 from predictor.models.arima import ArimaPeer
 from predictor.models.base import Forecaster
 from predictor.models.baselines import EWMA, LastValue, RollingMean, RollingMedian
@@ -40,6 +43,13 @@ LIBRARY_PEERS = {
     "sf_autoets": "statsforecast",
     "sf_theta": "statsforecast",
     "filterpy_kalman": "filterpy",
+    "prophet": "prophet",
+}
+#: the extra that installs each library
+EXTRAS = {
+    "statsforecast": sf.EXTRA,
+    "filterpy": filterpy_kalman.EXTRA,
+    "prophet": prophet_peer.EXTRA,
 }
 #: every peer :func:`load_peers` knows
 KNOWN_PEERS = (*PEERS, *LIBRARY_PEERS)
@@ -59,8 +69,13 @@ def load_baselines(horizon: int, channels: int = 3) -> list[Forecaster]:
 
 
 def library_available(library: str) -> bool:
-    """Whether ``library`` (``statsforecast`` or ``filterpy``) can be imported."""
-    return {"statsforecast": sf.available, "filterpy": filterpy_kalman.available}[library]()
+    """Whether ``library`` (``statsforecast``, ``filterpy`` or ``prophet``) can be imported."""
+    checks = {
+        "statsforecast": sf.available,
+        "filterpy": filterpy_kalman.available,
+        "prophet": prophet_peer.available,
+    }
+    return checks[library]()
 
 
 def check_peers(names: tuple[str, ...]) -> None:
@@ -73,7 +88,7 @@ def check_peers(names: tuple[str, ...]) -> None:
         if library is not None and not library_available(library):
             raise ConfigError(
                 f"peer {name} needs {library}, which is not installed: "
-                f"pip install 'reqcast[{sf.EXTRA}]'"
+                f"pip install 'reqcast[{EXTRAS[library]}]'"
             )
 
 
@@ -86,6 +101,7 @@ def load_peers(names: tuple[str, ...], horizon: int, channels: int = 3) -> list[
         "kalman_log1p": lambda: KalmanTrend(horizon, channels, log1p=True),
         "arima": lambda: ArimaPeer(horizon, channels),
         "filterpy_kalman": lambda: filterpy_kalman.FilterpyKalman(horizon, channels),
+        "prophet": lambda: prophet_peer.ProphetPeer(horizon, channels),
         **{name: _sf_maker(name, horizon, channels) for name in sf.MODELS},
     }
     return [make[name]() for name in names]

@@ -138,7 +138,7 @@ def add_accuracy_flags(p: argparse.ArgumentParser) -> None:
         default=list(dl.peers),
         help="load: the peers scored beside the baselines (none: leave them out); the "
         "library peers sf_autoarima, sf_autoets, sf_theta and filterpy_kalman need the "
-        "'stats' extra",
+        "'stats' extra, prophet the 'prophet' extra",
     )
     add_flag(
         p,

@@ -1,4 +1,5 @@
-"""The library peers (statsforecast's AutoARIMA, AutoETS, Theta; filterpy's Kalman filter).
+"""The library peers (statsforecast's AutoARIMA, AutoETS, Theta; filterpy's Kalman filter;
+Prophet).
 
 With the library installed (CI's second venv, the ``stats`` extra): each forecasts finite,
 non-negative values of the right shape, walks without look-ahead, and agrees with our own
@@ -13,8 +14,8 @@ import pytest
 
 from predictor import experts
 from predictor.errors import ConfigError
-from predictor.experts import LIBRARY_PEERS, check_peers, load_peers
-from predictor.models import filterpy_kalman, sf
+from predictor.experts import EXTRAS, LIBRARY_PEERS, check_peers, load_peers
+from predictor.models import filterpy_kalman, prophet_peer, sf
 from predictor.models.arima import ArimaPeer
 from predictor.models.kalman import KalmanTrend
 from stream.cli import main
@@ -38,7 +39,7 @@ def _bursty(n: int, channels: int, seed: int) -> np.ndarray:
     return rng.poisson(0.6, size=(n, channels)) * rng.exponential(50.0, size=(n, channels))
 
 
-@pytest.mark.parametrize("name", [*SF, "filterpy_kalman"])
+@pytest.mark.parametrize("name", [*SF, "filterpy_kalman", "prophet"])
 def test_library_peer_forecasts_finite_nonnegative(name: str) -> None:
     pytest.importorskip(LIBRARY_PEERS[name])
     (fc,) = load_peers((name,), horizon=4, channels=3)
@@ -97,11 +98,12 @@ def test_missing_library_is_a_one_line_error(
 ) -> None:
     monkeypatch.setattr(experts, "library_available", lambda library: False)
     message = f"peer {name} needs {LIBRARY_PEERS[name]}, which is not installed: "
-    message += "pip install 'reqcast[stats]'"
+    extra = EXTRAS[LIBRARY_PEERS[name]]
+    message += f"pip install 'reqcast[{extra}]'"
     with pytest.raises(ConfigError) as info:
         LoadBacktestConfig(peers=("kalman", name))
     assert str(info.value) == message
-    with pytest.raises(ConfigError, match=r"reqcast\[stats\]"):
+    with pytest.raises(ConfigError, match=rf"reqcast\[{extra}\]"):
         load_peers((name,), horizon=1)
     argv = ["bench", "accuracy", "--task", "load", "--peers", "arima", name, "--no-progress"]
     assert main(argv) != 0
@@ -123,6 +125,21 @@ def test_filterpy_peer_without_filterpy_names_the_extra() -> None:
         filterpy_kalman.FilterpyKalman()
 
 
+@pytest.mark.skipif(prophet_peer.available(), reason="prophet is installed")
+def test_prophet_peer_without_prophet_names_the_extra() -> None:
+    with pytest.raises(ConfigError, match=r"prophet needs the prophet library.*reqcast\[prophet\]"):
+        prophet_peer.ProphetPeer()
+
+
+def test_prophet_follows_a_level_shift() -> None:
+    pytest.importorskip("prophet")
+    y = np.concatenate([np.full(30, 5.0), np.full(30, 50.0)])
+    y = y + np.random.default_rng(2).normal(0.0, 0.5, 60)
+    pred = prophet_peer.ProphetPeer(horizon=2, channels=1).predict(y[None, :, None])
+    assert np.abs(pred.point[0, :, 0] - 50.0).max() < 20.0  # near the new level, not the mean
+    assert (pred.lower <= pred.point).all() and (pred.point <= pred.upper).all()
+
+
 def test_unknown_peer_lists_the_library_peers() -> None:
     with pytest.raises(ConfigError, match="known: kalman, kalman_log1p, arima, sf_autoarima"):
-        check_peers(("prophet",))
+        check_peers(("nope",))

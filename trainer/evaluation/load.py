@@ -38,7 +38,8 @@ Dynamo's planner, ``kalman`` and ``kalman_log1p`` (:mod:`predictor.models.kalman
 ``arima`` (:mod:`predictor.models.arima`), walked and scored like the baselines; and,
 only when asked for (``--peers``) and with the ``stats`` extra installed, the library
 references ``sf_autoarima``, ``sf_autoets``, ``sf_theta`` (:mod:`predictor.models.sf`)
-and ``filterpy_kalman`` (:mod:`predictor.models.filterpy_kalman`).
+and ``filterpy_kalman`` (:mod:`predictor.models.filterpy_kalman`); with the ``prophet``
+extra, ``prophet`` (:mod:`predictor.models.prophet_peer`).
 
 ``ensemble`` (``aggregate``): every expert above (networks, baselines, peers)
 aggregated online with delayed per-horizon updates, its interval calibrated online
