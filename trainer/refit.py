@@ -311,7 +311,7 @@ class RefitWorker(BackgroundWorker):
                 return out
             finally:
                 schedule.finished()
-                schedule.cold = self._cold(NEXT_REQUEST)
+                schedule.set_cold(self._cold(NEXT_REQUEST))
 
     def refit_load_once(self) -> list[Decision]:
         """Train every load model on the recent bins now and apply the guard; returns the
@@ -342,7 +342,7 @@ class RefitWorker(BackgroundWorker):
                     )
             if not todo:
                 schedule.skipped(time.monotonic())
-                schedule.cold = self._cold(LOAD)
+                schedule.set_cold(self._cold(LOAD))
                 return []
             self._start(LOAD)
             try:
@@ -365,7 +365,7 @@ class RefitWorker(BackgroundWorker):
                 return out
             finally:
                 schedule.finished()
-                schedule.cold = self._cold(LOAD)
+                schedule.set_cold(self._cold(LOAD))
 
     def _config(self, model: str, task: str, cur: Loaded[Forecaster] | None) -> TrainConfig:
         """``model``'s training config for ``task``: the serving network's window, horizon and

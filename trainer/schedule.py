@@ -76,6 +76,14 @@ class Schedule:
         self.requested, self.requested_by = True, "cold"
         return True
 
+    def set_cold(self, cold: bool) -> None:
+        """Whether a slot of the task still has no model (the worker says so after each
+        round). Once none lacks one, a pending cold request is dropped: made while the
+        first round ran, it would only start another at once."""
+        self.cold = cold
+        if not cold and self.requested and self.requested_by == "cold":
+            self.requested, self.requested_by = False, ""
+
     def reason(self) -> str:
         """What makes a refit due now: ``drift`` or ``cold`` (a request), ``events`` (the
         count), else ``schedule`` (the interval, or a refit started by hand)."""
