@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 from prometheus_client import CollectorRegistry
 
 from predictor.events import RequestEvent
@@ -148,3 +149,10 @@ def test_a_zero_drift_factor_attaches_no_check(tmp_path: Path) -> None:
         assert service.next_request.drift is None and worker.after_round == []
     finally:
         worker.stop()
+
+
+def test_a_negative_drift_factor_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from stream.cli import main
+
+    assert main(["serve", "--drift-factor", "-1", "--bootstrap-servers", "127.0.0.1:1"]) == 2
+    assert "--drift-factor must be 0 (off) or more" in capsys.readouterr().err
