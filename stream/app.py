@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from predictor.drift import DEFAULT_FACTOR, MIN_BINS, MIN_EVENTS
 from predictor.errors import ConfigError
 from stream.metrics import MAX_EXPORTED_STREAMS, Metrics
 from stream.service import ServeConfig
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from stream.model_sync import ModelDirWatcher
     from stream.service import ForecastService
     from stream.tasks.load import LoadForecasting
-    from trainer.refit import RefitConfig
+    from trainer.refit import RefitConfig, RefitWorker
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,12 @@ class WorkerSettings:
     model_topic: str = ""
     #: the periodic refit in this process (None: none, e.g. a ``reqcast trainer`` runs)
     refit: RefitConfig | None = None
+    #: with ``refit``: a task's refit is requested when a serving model's online MAE over
+    #: its last ``drift_min_events`` next-request forecasts (``drift_min_bins`` one-bin-ahead
+    #: load forecasts) exceeds this many times its held-out MAE on any quantity (0: never)
+    drift_factor: float = DEFAULT_FACTOR
+    drift_min_events: int = MIN_EVENTS
+    drift_min_bins: int = MIN_BINS
 
 
 @dataclass(frozen=True)
@@ -197,10 +204,47 @@ def start_model_workers(
             refit = replace(refit, load_bin_s=load[1].bin_s, load_horizon=max(load[1].horizons))
         worker = RefitWorker(refit, slots, metrics, publish=publish, load_slots=load_slots)
         service.observers.append(worker.observe)
+        watch_drift(settings, worker, service, load[0] if load is not None else None)
         workers.append(worker)
     for w in workers:
         w.start()
     return workers
+
+
+def watch_drift(
+    settings: WorkerSettings,
+    worker: RefitWorker,
+    service: ForecastService,
+    load: LoadForecasting | None = None,
+) -> None:
+    """Give the next-request task (and ``load``, when ``worker`` refits its models) a drift
+    check that requests a refit of its task from ``worker`` and re-arms after each of its
+    rounds (:mod:`stream.tasks.drift`); nothing when ``settings.drift_factor`` is 0."""
+    from predictor.drift import DriftPolicy
+    from predictor.features import QUANTITIES
+    from predictor.load import LOAD_QUANTITIES
+    from predictor.tasks import LOAD, NEXT_REQUEST
+    from stream.tasks.drift import DriftWatch
+
+    if not settings.drift_factor > 0:
+        return
+    factor = settings.drift_factor
+    task = service.next_request
+    task.drift = DriftWatch(
+        NEXT_REQUEST,
+        DriftPolicy(QUANTITIES, factor, settings.drift_min_events),
+        task.slots,
+        worker.request,
+    )
+    worker.after_round.append(task.drift.rearm)
+    if load is not None and worker.load_slots:
+        load.drift = DriftWatch(
+            LOAD,
+            DriftPolicy(LOAD_QUANTITIES, factor, settings.drift_min_bins),
+            load.slots,
+            worker.request,
+        )
+        worker.after_round.append(load.drift.rearm)
 
 
 def cold_start_note(

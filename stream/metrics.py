@@ -197,6 +197,14 @@ class Metrics:
             ["model", "result", "reason"],
             registry=r,
         )
+        self.refit_requests = Counter(
+            "reqcast_refit_requests_total",
+            "Refit rounds started per task, by what made them due: schedule (the interval), "
+            "events (the count), cold (a slot without a model) or drift (online error above "
+            "the serving model's held-out error)",
+            ["task", "reason"],
+            registry=r,
+        )
         self.last_swap = Gauge(
             "reqcast_model_last_swap_timestamp_seconds",
             "Unix time of the last accepted swap",

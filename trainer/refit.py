@@ -59,6 +59,7 @@ class RefitMetrics(Protocol):
     training_duration: Any
     training_device: Any
     model_version: Any
+    refit_requests: Any
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,9 @@ class RefitWorker(BackgroundWorker):
             LOAD: Schedule(config.load_every_s if self.bins is not None else None),
         }
         self.decisions: list[Decision] = []
+        #: called with the task after each of its scheduled rounds ends (trained or skipped
+        #: for want of data), from the worker's thread: the drift check re-arms on it
+        self.after_round: list[Callable[[str], None]] = []
         for task, schedule in self.schedules.items():
             schedule.cold = self._cold(task)
         self._due = threading.Event()
@@ -212,10 +216,17 @@ class RefitWorker(BackgroundWorker):
         c = self.config
         return load_bins_needed(c.load_seq_len, c.load_horizon, c.holdout_fraction)
 
-    def request(self, task: str = NEXT_REQUEST) -> None:
+    def request(self, task: str = NEXT_REQUEST, reason: str = "drift") -> None:
         """Ask for a refit of ``task``'s models as soon as its schedule allows (drift)."""
-        self.schedules[task].request()
+        self.schedules[task].request(reason)
         self._due.set()
+
+    def _start(self, task: str) -> Schedule:
+        """Start a round of ``task``: counted by what made it due."""
+        schedule = self.schedules[task]
+        self.metrics.refit_requests.labels(task, schedule.reason()).inc()
+        schedule.started()
+        return schedule
 
     def stop(self, timeout_s: float | None = None) -> None:
         """End the scheduled loop (waiting up to ``timeout_s``, 30 s by default) and the
@@ -262,6 +273,11 @@ class RefitWorker(BackgroundWorker):
                     self._refit(task)
                 except Exception:  # a failed refit must never take the service down
                     log.exception("%s refit failed; the serving models stay", task)
+                for listener in self.after_round:
+                    try:
+                        listener(task)
+                    except Exception:
+                        log.exception("after the %s refit", task)
 
     def _refit(self, task: str) -> None:
         if task == LOAD:
@@ -275,8 +291,7 @@ class RefitWorker(BackgroundWorker):
         """Train every next-request model on the buffer now and apply the guard; returns the
         decisions."""
         with self._busy:
-            schedule = self.schedules[NEXT_REQUEST]
-            schedule.started()
+            schedule = self._start(NEXT_REQUEST)
             try:
                 series = self.buffer.snapshot()
                 data = list(series.values())
@@ -296,7 +311,7 @@ class RefitWorker(BackgroundWorker):
                 return out
             finally:
                 schedule.finished()
-                schedule.cold = self._cold(NEXT_REQUEST)
+                schedule.set_cold(self._cold(NEXT_REQUEST))
 
     def refit_load_once(self) -> list[Decision]:
         """Train every load model on the recent bins now and apply the guard; returns the
@@ -327,9 +342,9 @@ class RefitWorker(BackgroundWorker):
                     )
             if not todo:
                 schedule.skipped(time.monotonic())
-                schedule.cold = self._cold(LOAD)
+                schedule.set_cold(self._cold(LOAD))
                 return []
-            schedule.started()
+            self._start(LOAD)
             try:
                 out = []
                 for model, cur, data in todo:
@@ -350,7 +365,7 @@ class RefitWorker(BackgroundWorker):
                 return out
             finally:
                 schedule.finished()
-                schedule.cold = self._cold(LOAD)
+                schedule.set_cold(self._cold(LOAD))
 
     def _config(self, model: str, task: str, cur: Loaded[Forecaster] | None) -> TrainConfig:
         """``model``'s training config for ``task``: the serving network's window, horizon and
@@ -474,6 +489,8 @@ class RefitWorker(BackgroundWorker):
                     decision.challenger_score,
                     decision.champion_score,
                     task=task,
+                    challenger_mae=decision.challenger_mae,
+                    holdout_rows=decision.holdout_rows,
                 )
         return self._record(decision)
 

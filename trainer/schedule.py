@@ -21,6 +21,8 @@ fast events arrive.
 >>> c.cold_ready(); c.next_due(5.0)      # enough data for a first version: now
 True
 5.0
+>>> c.reason()                           # what made it due (the refit counter's label)
+'cold'
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class Schedule:
         self.last_duration = 0.0
         self.since_events = 0
         self.requested = False
+        #: what asked for the pending request: ``drift`` or ``cold``
+        self.requested_by = ""
         self.rounds = 0
         #: a slot of the task has no model yet (the worker keeps this current): enough data
         #: for a refit (:meth:`cold_ready`) makes one due at once instead of at the interval
@@ -58,9 +62,10 @@ class Schedule:
         self.since_events += n
         return bool(self.every_events) and self.since_events >= (self.every_events or 0)
 
-    def request(self) -> None:
-        """Ask for a refit as soon as the minimum gap allows (drift)."""
-        self.requested = True
+    def request(self, reason: str = "drift") -> None:
+        """Ask for a refit as soon as the minimum gap allows (drift); ``reason`` labels the
+        round (over a pending cold request: a model is serving and drifted)."""
+        self.requested, self.requested_by = True, reason
 
     def cold_ready(self) -> bool:
         """There is enough data for a refit now: while :attr:`cold`, that makes one due as
@@ -68,8 +73,25 @@ class Schedule:
         True if this newly made one due."""
         if not self.cold or self.requested:
             return False
-        self.requested = True
+        self.requested, self.requested_by = True, "cold"
         return True
+
+    def set_cold(self, cold: bool) -> None:
+        """Whether a slot of the task still has no model (the worker says so after each
+        round). Once none lacks one, a pending cold request is dropped: made while the
+        first round ran, it would only start another at once."""
+        self.cold = cold
+        if not cold and self.requested and self.requested_by == "cold":
+            self.requested, self.requested_by = False, ""
+
+    def reason(self) -> str:
+        """What makes a refit due now: ``drift`` or ``cold`` (a request), ``events`` (the
+        count), else ``schedule`` (the interval, or a refit started by hand)."""
+        if self.requested:
+            return self.requested_by or "drift"
+        if self.every_events and self.since_events >= self.every_events:
+            return "events"
+        return "schedule"
 
     def earliest(self) -> float:
         """No refit starts before the last one's end plus its duration."""
@@ -91,10 +113,12 @@ class Schedule:
     def skipped(self, now: float) -> None:
         """Due, but not enough data yet: wait for the next interval or count."""
         self.last_start, self.since_events, self.requested = now, 0, False
+        self.requested_by = ""
 
     def started(self, now: float | None = None) -> None:
         self.last_start = time.monotonic() if now is None else now
         self.since_events, self.requested = 0, False
+        self.requested_by = ""
         self.rounds += 1
 
     def finished(self, now: float | None = None) -> None:

@@ -22,6 +22,13 @@ Two measurements, each optional:
    refit defaults (sequence length 64, 10 epochs, batch 64, patience 3) on the CPU, and
    the guard's held-out scoring is timed after it.
 
+Both cover the load models too (unless ``--skip-load``): in the paced run (refit mode) the
+service publishes load forecasts of ``--bin-s`` bins, the worker trains first load versions
+on the head's bins at once and refits them every ``--load-refit-every-s`` seconds, and the
+pauses around their swaps are reported under ``swap.load`` as the next-request ones are;
+the refit time has each model's ``refit_load_once`` (training, guard, saving, swap) on the
+bins of the ``--refit-events`` trace under ``refit.load``.
+
 Figures are printed as a table and, with ``--json``, written to a file.
 
 This module holds the flags and the run; the measurements are
@@ -117,6 +124,31 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help="train in a thread of the serving process instead of a child process (as serve's flag)",
     )
     add_flag(g, "--bootstrap-servers", help="serve over this Kafka cluster instead of in process")
+    add_flag(
+        g,
+        "--load-refit-every-s",
+        type=float,
+        default=10.0,
+        help="refit mode: seconds between refits of the load models (their first versions "
+        "train on the head's bins at once); 0: first versions only",
+    )
+    g = p.add_argument_group("load models (both measurements)")
+    add_flag(g, "--skip-load", action="store_true", help="no load models: next-request only")
+    add_flag(g, "--bin-s", type=float, default=60.0, help="load bins in seconds")
+    add_flag(
+        g,
+        "--load-seq-len",
+        type=int,
+        default=REFIT_DEFAULTS.load_seq_len,
+        help="window of the load models in bins (as a first load version of a refit)",
+    )
+    add_flag(
+        g,
+        "--load-horizon",
+        type=int,
+        default=REFIT_DEFAULTS.load_horizon,
+        help="bins ahead the load models forecast (the longest serving horizon)",
+    )
     g = p.add_argument_group("refit time")
     add_flag(
         g, "--refit-events", type=int, default=100_000, help="synthetic events the refit trains on"
@@ -146,6 +178,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("nothing to measure: both --skip-swap and --skip-refit were given")
     if args.rate < 0 or args.events < 1 or args.refit_every_events < 1 or args.refit_events < 1:
         raise ConfigError("--events, --refit-every-events and --refit-events must be positive")
+    if not args.bin_s > 0 or args.load_seq_len < 1 or args.load_horizon < 1:
+        raise ConfigError("--bin-s, --load-seq-len and --load-horizon must be positive")
+    if not args.load_refit_every_s >= 0:
+        raise ConfigError("--load-refit-every-s must be 0 (first versions only) or more")
     set_torch_threads(args.torch_threads)
     report: dict[str, Any] = {
         "machine": {

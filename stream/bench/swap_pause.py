@@ -25,11 +25,13 @@ from prometheus_client import CollectorRegistry
 from predictor.background import PeriodicWorker
 from predictor.errors import ConfigError
 from predictor.streams import stream_series
+from predictor.tasks import LOAD
 from predictor.traces import iter_events
 from stream.bench.swap_analysis import RefitSpan, analyse
 from stream.cliutil import kafka_config, load_from_args
 from stream.metrics import Metrics
 from stream.service import ForecastService, Message, ServeConfig
+from stream.tasks.load import LoadForecasting
 from stream.transport import MemoryBroker, Sink, Source
 from trainer.guard import Decision
 from trainer.refit import RefitConfig, RefitWorker
@@ -53,6 +55,17 @@ class TimedRefitWorker(RefitWorker):
             return span.decisions
         finally:
             span.end = time.perf_counter()
+
+    def refit_load_once(self) -> list[Decision]:
+        span = RefitSpan(time.perf_counter(), task=LOAD)
+        self.spans.append(span)
+        try:
+            span.decisions = super().refit_load_once()
+            return span.decisions
+        finally:
+            span.end = time.perf_counter()
+            if not span.decisions and not span.swaps:
+                self.spans.remove(span)  # not enough bins yet: nothing ran
 
     def consider(self, *args: Any, **kwargs: Any) -> Decision:
         decision = super().consider(*args, **kwargs)
@@ -113,6 +126,29 @@ def _first_models(
     return took
 
 
+def _attach_load(
+    args: argparse.Namespace, service: ForecastService, metrics: Metrics, head: pd.DataFrame
+) -> LoadForecasting | None:
+    """Load forecasts in the service (``--bin-s`` bins, horizons up to ``--load-horizon``),
+    their bins warmed with the head, their slots empty: in refit mode the worker trains
+    first load versions on the head's bins at once (a cold start) and refits them every
+    ``--load-refit-every-s``. None with ``--skip-load`` or in load mode."""
+    from predictor.slot import ModelSlot
+    from stream.tasks.load import LoadConfig, LoadForecasting
+
+    if args.skip_load or args.swap_mode == "load":
+        return None
+    horizons = tuple(sorted({1, min(6, args.load_horizon), args.load_horizon}))
+    load = LoadForecasting(
+        LoadConfig(service.config.output_topic, args.bin_s, horizons, service.config.stream_key),
+        {m: ModelSlot(m) for m in args.models},
+        metrics,
+    )
+    load.warm(list(iter_events(head)))
+    service.add_task(load)
+    return load
+
+
 def _transport(args: argparse.Namespace, topic: str) -> tuple[Source, Sink, Sink, str, list[Any]]:
     """Source and sink of the service, the replay's sink, a description, things to close."""
     if not args.bootstrap_servers:
@@ -169,6 +205,7 @@ def swap_pause(args: argparse.Namespace) -> dict[str, Any]:
         )
         service = ForecastService(config, source, sink, slots, metrics)
         service.warm(list(iter_events(head.tail(config.window_capacity * 20))))
+        load = _attach_load(args, service, metrics, head)
         refit = RefitConfig(
             model_dir=model_dir,
             models=tuple(args.models),
@@ -182,12 +219,20 @@ def swap_pause(args: argparse.Namespace) -> dict[str, Any]:
             tolerance=args.guard_tolerance,
             seed=args.seed,
             isolate=not args.refit_in_process,
+            load_bin_s=args.bin_s if load is not None else None,
+            load_every_s=args.load_refit_every_s or None,
+            load_seq_len=args.load_seq_len,
+            load_horizon=args.load_horizon,
         )
         worker: TimedRefitWorker | VersionLoader
         if args.swap_mode == "load":
             worker = VersionLoader(model_dir, dict(slots), metrics, args.load_every_s)
         else:
-            worker = TimedRefitWorker(refit, slots, metrics)
+            worker = TimedRefitWorker(
+                refit, slots, metrics, load_slots=load.slots if load is not None else None
+            )
+            if worker.bins is not None:  # the head's bins: first load models from the start
+                worker.bins.add(iter_events(head))
         service.observers.append(worker.observe)
         deliveries: list[tuple[float, list[Message]]] = []
 
@@ -251,6 +296,15 @@ def swap_pause(args: argparse.Namespace) -> dict[str, Any]:
             "first_model_train_s": first,
             "final_versions": versions,
             "swap_mode": args.swap_mode,
+            "load_models": None
+            if load is None
+            else {
+                "bin_s": args.bin_s,
+                "refit_every_s": args.load_refit_every_s if args.swap_mode == "refit" else None,
+                "seq_len": args.load_seq_len,
+                "horizon_bins": args.load_horizon,
+                "final_versions": {n: s.version for n, s in load.slots.items()},
+            },
             "load_every_s": args.load_every_s if args.swap_mode == "load" else None,
             "refit": {
                 "every_events": args.refit_every_events,

@@ -56,6 +56,9 @@ def render_table(report: dict[str, Any]) -> str:
             for i, w in enumerate(swap["windows"])
         ]
         lines.append("")
+        load = swap.get("load")
+        if load:
+            lines += _load_swaps(load, swap.get("load_models") or {})
     refit = report.get("refit")
     if refit:
         lines += [
@@ -72,7 +75,57 @@ def render_table(report: dict[str, Any]) -> str:
             for m, r in refit["models"].items()
         ]
         lines.append("")
+        load_refit = refit.get("load")
+        if load_refit:
+            lines += [
+                f"load refit time ({load_refit.get('bins', 0):,} bins of "
+                f"{load_refit['bin_s']:g} s in {load_refit.get('streams', 0)} streams, at most "
+                f"{load_refit['window_bins']} per stream, seq_len {load_refit['seq_len']}, "
+                f"{load_refit['horizon_bins']} bins ahead; refit_load_once: training, guard, "
+                "saving, swap)",
+                "",
+                "| load model | refit (s) | train (s) | decision |",
+                "|---|---|---|---|",
+            ]
+            lines += [
+                f"| {m} | {r['refit_s']} | {r['train_s']} | {r['decision']} |"
+                for m, r in load_refit["models"].items()
+            ]
+            lines.append("")
     return "\n".join(lines)
+
+
+def _load_swaps(load: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """The load models' swap figures, as the next-request ones are shown."""
+    ok = "yes" if load["meets_target"] else "NO"
+    every = settings.get("refit_every_s")
+    lines = [
+        f"load model swaps ({settings.get('bin_s', '?')} s bins, "
+        f"{'refit every ' + format(every, 'g') + ' s' if every else 'first versions only'})",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| load refits / swaps / rejected | {load['refits']} / {load['swaps']} / "
+        f"{load['rejected']} |",
+        f"| max / p99 gap during load swap windows | {load['max_gap_ms_during_swaps']} / "
+        f"{load['p99_gap_ms_during_swaps']} ms |",
+        f"| longest gap containing a load swap | {load['max_gap_ms_at_swap']} ms |",
+        f"| max / median (target <= {TARGET_RATIO:g}) | {load['max_over_median']} ({ok}) |",
+        f"| load forecasts per model | {json.dumps(load['forecasts_per_model'])} |",
+        f"| load version steps back | {sum(load['version_steps_backwards'].values())} |",
+        f"| load versions served | {json.dumps(load['versions_seen'])} |",
+        "",
+        "| load refit | took (s) | swaps | batches in window | max gap (ms) | p99 gap (ms) "
+        "| gap at swap (ms) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {i + 1} | {w['refit_s']} | {w['swaps']} | {w['batches']} | {w['max_gap_ms']} "
+        f"| {w['p99_gap_ms']} | {', '.join(map(str, w['gap_at_swap_ms']))} |"
+        for i, w in enumerate(load["windows"])
+    ]
+    lines.append("")
+    return lines
 
 
 def plain(value: Any) -> Any:

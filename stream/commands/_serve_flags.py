@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 
+from predictor.drift import DEFAULT_FACTOR
 from predictor.errors import ConfigError
 from stream.app import LoadSettings, ServiceSettings, WorkerSettings
 from stream.cliutil import add_flag, add_metrics_flags, check_torch_threads
@@ -109,6 +110,16 @@ def add_service_flags(p: argparse.ArgumentParser) -> None:
     )
     add_flag(
         p,
+        "--drift-factor",
+        type=float,
+        default=DEFAULT_FACTOR,
+        help="with the refit: request a refit of a task as soon as its schedule allows when a "
+        "serving model's online MAE over its last 200 next-request forecasts (30 one-bin-"
+        "ahead load forecasts) exceeds this many times its held-out MAE on any quantity "
+        '(0: never); counted in reqcast_refit_requests_total{reason="drift"}',
+    )
+    add_flag(
+        p,
         "--torch-threads",
         type=int,
         default=1,
@@ -128,6 +139,8 @@ def service_settings(args: argparse.Namespace) -> ServiceSettings:
     if history_records < 0:
         raise ConfigError(f"--history-records must be 0 or more, got {history_records}")
     check_torch_threads(args.torch_threads)  # applied once the loop starts
+    if not args.drift_factor >= 0:
+        raise ConfigError(f"--drift-factor must be 0 (off) or more, got {args.drift_factor}")
     if args.metrics_max_streams < 0:
         raise ConfigError(
             f"--metrics-max-streams must be 0 or more, got {args.metrics_max_streams}"
@@ -159,5 +172,6 @@ def service_settings(args: argparse.Namespace) -> ServiceSettings:
         watch_model_dir_s=watch_s,
         model_topic=getattr(args, "model_topic", "") or "",  # serve only
         refit=None if args.no_refit else refit_config(args),
+        drift_factor=args.drift_factor,
     )
     return ServiceSettings(serve, load, workers, args.metrics_max_streams)

@@ -40,6 +40,7 @@ from stream.tasks.common import (
     ready,
     score,
 )
+from stream.tasks.drift import DriftWatch
 from stream.tasks.load_ensemble import ENSEMBLE, LoadEnsemble
 from stream.transport import Record
 from stream.validation import Valid
@@ -111,6 +112,8 @@ class LoadForecasting:
         self._latest: dict[str, dict[str, dict[int, _Made]]] = {}
         self.ensemble = LoadEnsemble(config.horizons, list(slots))
         self.published = 0
+        #: the drift check fed with the networks' matured one-bin-ahead errors (None: none)
+        self.drift: DriftWatch | None = None
 
     def _new_bins(self) -> LoadBins:
         capacity = max(512, longest_window(self.slots, default=64))
@@ -280,10 +283,14 @@ class LoadForecasting:
             ]
             rows = (made.point, made.lower, made.upper, made.raw_lower, made.raw_upper)
             score(self.scores, self.conformal, made.model, keys, actual, rows)
+            if self.drift is not None and h == 1:  # the horizon the held-out MAE is of
+                self.drift.observe(made.model, None, np.abs(made.point - actual)[None])
 
     def export_metrics(self) -> None:
         """Push rolling load MAE and coverage to the gauges (called about once a second)."""
         export_scores(self.scores, self.metrics, "load", _split_key)
+        if self.drift is not None:
+            self.drift.check()
 
     def _forecast(
         self,

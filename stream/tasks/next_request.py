@@ -44,6 +44,7 @@ from stream.tasks.common import (
     ready,
     score,
 )
+from stream.tasks.drift import DriftWatch
 from stream.tasks.next_ensemble import ENSEMBLE, HORIZON, NextRequestEnsemble
 from stream.validation import Valid
 
@@ -141,6 +142,8 @@ class NextRequestTask:
         self._cost: dict[str, float] = {}
         self._inference: ThreadPoolExecutor | None = None
         self.ensemble = NextRequestEnsemble(list(slots)) if config.ensemble else None
+        #: the drift check fed with the networks' matured errors (None: none)
+        self.drift: DriftWatch | None = None
 
     # -- state -------------------------------------------------------------------------------
     def _new_windows(self) -> RollingWindows:
@@ -413,6 +416,8 @@ class NextRequestTask:
         point, lo, hi, raw_lo, raw_hi = (r[:n] for r in rows)
         keys: list[tuple[str, Any]] = [(q, (model, q)) for q in QUANTITIES]
         score(self.scores, self.conformal, model, keys, targets, (point, lo, hi, raw_lo, raw_hi))
+        if self.drift is not None and out.forecaster is not None:  # a network, not `best`
+            self.drift.observe(model, out.version, np.abs(point - targets))
 
     def _export_latest(
         self, stream: str, model: str, ts: float, point: np.ndarray, lo: np.ndarray, hi: np.ndarray
@@ -429,3 +434,5 @@ class NextRequestTask:
     def export_metrics(self) -> None:
         """Push rolling online error and coverage to the gauges."""
         export_scores(self.scores, self.metrics, "next_request", lambda q: (q, "1"))
+        if self.drift is not None:
+            self.drift.check()

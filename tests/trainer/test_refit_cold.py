@@ -82,6 +82,24 @@ def test_a_cold_schedule_fires_once_there_is_data_never_within_the_minimum_gap()
     assert not off.active
 
 
+def test_a_cold_request_made_while_the_first_round_ran_is_dropped_once_warm() -> None:
+    s = Schedule(every_s=600.0, now=0.0)
+    s.cold = True
+    assert s.cold_ready()
+    s.started(5.0)
+    assert s.cold_ready()  # data arrives while the first round runs: due again
+    s.finished(6.0)
+    s.set_cold(False)  # that round filled every slot: no second round at once
+    assert not s.requested and s.next_due(7.0) == 600.0 + 5.0
+    s.cold = True
+    assert s.cold_ready()
+    s.set_cold(True)  # a slot is still empty: the request stands
+    assert s.requested and s.reason() == "cold"
+    s.request("drift")  # a drift request over it labels the round
+    s.set_cold(False)
+    assert s.requested and s.reason() == "drift"
+
+
 def test_worker_with_empty_slots_refits_as_soon_as_it_has_data(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

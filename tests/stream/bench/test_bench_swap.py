@@ -106,6 +106,7 @@ def test_bench_swap_tiny_run(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         "--full-seq-len",
         "16",
         "--no-progress",
+        "--skip-load",  # next-request only: a first load refit would hold the worker here
         "--json",
         str(out),
     ]
@@ -140,3 +141,78 @@ def test_bench_swap_load_mode(tmp_path: Path) -> None:
 def test_bench_swap_needs_something_to_measure(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "swap", "--skip-swap", "--skip-refit"]) == 2
     assert "nothing to measure" in capsys.readouterr().err
+
+
+def _load_batch(stream: str, bins: range, versions: dict[str, int]) -> list[Any]:
+    return [
+        (
+            OUT,
+            stream.encode(),
+            json.dumps(
+                {"kind": "load", "stream": stream, "model": m, "model_version": v, "bin_start": b}
+            ).encode(),
+        )
+        for b in bins
+        for m, v in versions.items()
+    ]
+
+
+def test_load_swaps_are_reported_apart_from_next_request_ones() -> None:
+    # a delivery every 10 ms; a load refit from 0.2 s to 0.4 s with a 40 ms gap and a swap
+    # of the lstm load model to version 2 at 0.35 s; no next-request refit
+    times, t = [], 0.0
+    for i in range(60):
+        t += 0.040 if i == 30 else 0.010
+        times.append(t)
+    deliveries = []
+    for i, at in enumerate(times):
+        v = 2 if at > 0.35 else 1
+        batch = _batch(range(i, i + 1), {"lstm": 1})
+        batch += _load_batch("a", range(i, i + 1), {"lstm": v})
+        batch += _load_batch("b", range(i, i + 1), {"lstm": v})
+        deliveries.append((at, batch))
+    span = RefitSpan(start=0.2, end=0.4, swaps=[0.35], task="load")
+    span.decisions = [Decision("lstm", True, "no_worse", task="load")]
+    report = analyse(deliveries, [span], _service(60), OUT, ["lstm"])
+    # the next-request figures: no refit of theirs, every event forecast
+    assert (report["refits"], report["swaps"]) == (0, 0)
+    assert report["max_gap_ms_during_swaps"] is None
+    assert report["forecasts_per_model"] == {"lstm": 60}  # load forecasts not counted here
+    assert report["max_gap_ms_outside_refits"] == pytest.approx(10.0)  # the 40 ms is inside
+    load = report["load"]
+    assert (load["refits"], load["swaps"], load["rejected"]) == (1, 1, 0)
+    assert load["max_gap_ms_during_swaps"] == pytest.approx(40.0)
+    assert load["max_over_median"] == pytest.approx(4.0) and load["meets_target"] is False
+    assert load["forecasts_per_model"] == {"lstm": 120}
+    assert load["versions_seen"] == {"lstm": [1, 2]}
+    # stream b's first bins (version 1) follow stream a's last (version 2): not a step back
+    assert load["version_steps_backwards"] == {"lstm": 0}
+    assert load["windows"][0]["decisions"] == ["load lstm: accepted (no_worse)"]
+
+
+def test_bench_swap_reports_load_swaps_and_load_refit_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "swap.json"
+    argv = ["bench", "swap", "--models", "dlinear", "--events", "2000", "--rate", "500"]
+    argv += ["--head-rows", "1500", "--seq-len", "16", "--first-epochs", "1"]
+    argv += ["--refit-every-events", "600", "--refit-window", "600", "--refit-epochs", "1"]
+    argv += ["--refit-in-process", "--refit-events", "1500", "--epochs", "1"]
+    argv += ["--full-seq-len", "16", "--no-progress", "--json", str(out)]
+    # 10 s bins: the head's ~530 bins make first load versions at once
+    argv += ["--bin-s", "10", "--load-horizon", "6", "--load-refit-every-s", "0.5"]
+    assert main(argv) == 0
+    report = json.loads(out.read_text())
+    load = report["swap"]["load"]
+    assert load["refits"] >= 1 and load["swaps"] >= 1
+    assert load["windows"][0]["refit_s"] > 0 and load["windows"][0]["swaps"] == 1
+    assert 1 in load["versions_seen"]["dlinear"] and load["forecasts_per_model"]["dlinear"] > 0
+    assert load["version_steps_backwards"]["dlinear"] == 0
+    assert report["swap"]["load_models"]["final_versions"]["dlinear"] >= 1
+    assert report["swap"]["events_without_forecast"] == {"dlinear": 0}
+    timed = report["refit"]["load"]
+    assert timed["bin_s"] == 10 and timed["bins"] > 0
+    assert timed["models"]["dlinear"]["refit_s"] > 0 and timed["models"]["dlinear"]["swapped"]
+    assert timed["models"]["dlinear"]["train_s"] > 0
+    table = capsys.readouterr().out
+    assert "load model swaps (10.0 s bins" in table and "| load model | refit (s) |" in table
