@@ -143,6 +143,8 @@ class OnlineAggregator:
         self._v = np.zeros((self.cells, 0 if rule == "boa" else 1))
         self._b = self._v.copy()
         self.updates = np.zeros(self.cells, dtype=np.int64)
+        #: the weights of the state as it is (None: to compute); every change clears it
+        self._w: np.ndarray | None = None
         for name in names:
             self.add_expert(name)
         if not self.names:
@@ -164,6 +166,7 @@ class OnlineAggregator:
             raise ConfigError(f"the prior weight of a new expert must lie in (0, 1), not {p}")
         if k == 1:
             p = 1.0
+        self._w = None
         self.names.append(name)
         column = np.full((self.cells, 1), p)
         self._prior = np.concatenate([self._prior * (1.0 - p), column], axis=1)
@@ -196,6 +199,7 @@ class OnlineAggregator:
             w = w / np.maximum(w.sum(axis=1, keepdims=True), 1e-300) * (1.0 - p)
             w[:, j] = p
             self._log_w = np.log(np.maximum(w, 1e-300))
+        self._w = None
 
     # --- weights and the combined forecast ---------------------------------------
 
@@ -207,6 +211,16 @@ class OnlineAggregator:
 
     def weights(self) -> np.ndarray:
         """Current weights ``[cells, K]`` over all experts (rows sum to 1)."""
+        return self._weights().copy()
+
+    def _weights(self) -> np.ndarray:
+        """:meth:`weights`, computed once per state (aggregating and learning between two
+        updates read the same weights); not to be written to."""
+        if self._w is None:
+            self._w = self._compute_weights()
+        return self._w
+
+    def _compute_weights(self) -> np.ndarray:
         if self.rule == "fixed_share":
             w = np.exp(self._log_w - self._log_w.max(axis=1, keepdims=True))
             return w / w.sum(axis=1, keepdims=True)
@@ -234,7 +248,7 @@ class OnlineAggregator:
     def _mix(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Awake mask, weights renormalised over it, and the aggregate (NaN: none awake)."""
         awake = np.isfinite(x)
-        w = np.where(awake, self.weights(), 0.0)
+        w = np.where(awake, self._weights(), 0.0)
         total = w.sum(axis=1, keepdims=True)
         p = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
         agg = np.where(total[:, 0] > 0, (p * np.where(awake, x, 0.0)).sum(axis=1), np.nan)
@@ -280,6 +294,7 @@ class OnlineAggregator:
         else:
             self._fixed_share_step(r, p, on, live)
         self.updates = self.updates + live
+        self._w = None
 
     def _fixed_share_step(
         self, r: np.ndarray, p: np.ndarray, on: np.ndarray, live: np.ndarray
@@ -358,4 +373,5 @@ class OnlineAggregator:
         for key, value in arrays.items():
             setattr(agg, f"_{key}", value)
         agg.updates = updates
+        agg._w = None
         return agg
