@@ -165,6 +165,7 @@ class OnlineAggregator:
             raise ConfigError(f"the prior weight of a new expert must lie in (0, 1), not {p}")
         if k == 1:
             p = 1.0
+        self._w = None
         self.names.append(name)
         column = np.full((self.cells, 1), p)
         self._prior = np.concatenate([self._prior * (1.0 - p), column], axis=1)
@@ -175,7 +176,6 @@ class OnlineAggregator:
         else:
             shrink = math.log1p(-p) if k > 1 else 0.0  # nothing to shrink for the first
             self._log_w = np.concatenate([self._log_w + shrink, np.log(column)], axis=1)
-        self._w = None
 
     def renew_expert(self, name: str) -> None:
         """Start ``name`` afresh, as :meth:`add_expert` would add it: prior ``1/K`` (the others'

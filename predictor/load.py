@@ -12,9 +12,8 @@ incrementally per stream and reports each bin as it closes.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -52,11 +51,37 @@ def bin_load(
     return (first + np.arange(n)) * bin_s, values / bin_s
 
 
-@dataclass
 class _StreamBins:
-    index: int  # bin number (timestamp // bin_s) of the open bin
-    sums: np.ndarray  # [3] counts and token sums of the open bin
-    history: deque[np.ndarray] = field(default_factory=deque)  # closed bins' rates
+    """One stream's open bin and its last ``capacity`` closed bins' rates.
+
+    The closed bins are a ring written twice (rows ``i`` and ``i + capacity``), so the last
+    ``n`` of them are always one contiguous slice: reading a window costs a copy of ``n``
+    rows, not a conversion of every bin kept.
+    """
+
+    __slots__ = ("_count", "_ring", "capacity", "index", "sums")
+
+    def __init__(self, index: int, capacity: int) -> None:
+        self.index = index  # bin number (timestamp // bin_s) of the open bin
+        self.sums = np.zeros(3)  # counts and token sums of the open bin
+        self.capacity = capacity
+        self._ring = np.zeros((2 * capacity, 3))
+        self._count = 0  # closed bins appended so far
+
+    def __len__(self) -> int:
+        return min(self._count, self.capacity)
+
+    def append(self, rates: np.ndarray) -> None:
+        i = self._count % self.capacity
+        self._ring[i] = rates
+        self._ring[i + self.capacity] = rates
+        self._count += 1
+
+    def tail(self, n: int) -> np.ndarray:
+        """The last ``n`` closed bins (fewer if fewer are kept), oldest first, a copy."""
+        n = min(n, len(self))
+        end = (self._count - 1) % self.capacity + self.capacity + 1
+        return self._ring[end - n : end].copy()
 
 
 class LoadBins:
@@ -88,7 +113,7 @@ class LoadBins:
         k = int(timestamp_s // self.bin_s)
         st = self._streams.get(stream)
         if st is None:
-            st = self._streams[stream] = _StreamBins(k, np.zeros(3), deque(maxlen=self.capacity))
+            st = self._streams[stream] = _StreamBins(k, self.capacity)
             while len(self._streams) > self.max_streams:
                 gone, _ = self._streams.popitem(last=False)
                 if self.on_evict is not None:
@@ -98,12 +123,12 @@ class LoadBins:
         closed: list[tuple[int, np.ndarray]] = []
         if k > st.index:
             rates = st.sums / self.bin_s
-            st.history.append(rates)
+            st.append(rates)
             closed.append((st.index, rates))
             empty = min(k - st.index - 1, self.max_gap_bins)
             for j in range(empty):
                 zero = np.zeros(3)
-                st.history.append(zero)
+                st.append(zero)
                 closed.append((st.index + 1 + j, zero))
             st.index, st.sums = k, np.zeros(3)
         st.sums += (1.0, request_tokens, response_tokens)
@@ -112,10 +137,17 @@ class LoadBins:
     def streams(self) -> list[str]:
         return list(self._streams)
 
-    def history(self, stream: str) -> np.ndarray:
-        """Closed bins of ``stream``, oldest first, ``[n, 3]``."""
+    def history(self, stream: str, last: int | None = None) -> np.ndarray:
+        """Closed bins of ``stream`` (the ``last`` of them if given), oldest first, ``[n, 3]``."""
         st = self._streams.get(stream)
-        return np.array(st.history) if st is not None and st.history else np.empty((0, 3))
+        if st is None or not len(st):
+            return np.empty((0, 3))
+        return st.tail(st.capacity if last is None else last)
+
+    def closed(self, stream: str) -> int:
+        """How many closed bins of ``stream`` are kept (``len(history(stream))``)."""
+        st = self._streams.get(stream)
+        return 0 if st is None else len(st)
 
     def open_bin(self, stream: str) -> int | None:
         st = self._streams.get(stream)

@@ -160,10 +160,12 @@ def start_model_workers(
     service: ForecastService,
     kafka: KafkaConfig | None = None,
     load: tuple[LoadForecasting, LoadSettings] | None = None,
+    start: bool = True,
 ) -> list[Any]:
     """The refit worker, the model-topic follower and the model-dir watchers (next-request
     models, and ``load``'s models if given: refitted on ``load``'s bins, and followed on the
-    model topic and in the model dir) that ``settings`` ask for, started."""
+    model topic and in the model dir) that ``settings`` ask for, started (``start`` False:
+    built and attached to ``service``, not started: an in-process probe of the serving path)."""
     from stream.model_sync import ModelDirWatcher, ModelPublisher, ModelTopicFollower
     from trainer.refit import RefitWorker
 
@@ -206,8 +208,9 @@ def start_model_workers(
         service.observers.append(worker.observe)
         watch_drift(settings, worker, service, load[0] if load is not None else None)
         workers.append(worker)
-    for w in workers:
-        w.start()
+    if start:
+        for w in workers:
+            w.start()
     return workers
 
 
@@ -245,6 +248,37 @@ def watch_drift(
             worker.request,
         )
         worker.after_round.append(load.drift.rearm)
+
+
+def complete_service(
+    settings: ServiceSettings,
+    service: ForecastService,
+    slots: dict[str, ModelSlot[Forecaster]],
+    metrics: Metrics,
+    *,
+    kafka: KafkaConfig | None = None,
+    device: str = "cpu",
+    cold: bool = False,
+    start: bool = True,
+) -> tuple[LoadForecasting | None, list[Any]]:
+    """What ``reqcast serve`` adds to its loop (and the streaming benchmark's serve side, and
+    its in-process probe): the load task with its ensemble (unless disabled), the cold-start
+    note (``cold``: no next-request model), and the model workers (refit, model topic,
+    model-dir watchers) that ``settings`` ask for, started unless ``start`` is False.
+    Returns the load task (None: disabled) and the workers, to stop when serving ends."""
+    load = attach_load(settings.load, service, metrics, device, quiet=cold)
+    if cold:
+        cold_start_note(settings, settings.workers.model_dir, load)
+    workers = start_model_workers(
+        settings.workers,
+        slots,
+        metrics,
+        service,
+        kafka=kafka,
+        load=None if load is None else (load, settings.load),
+        start=start,
+    )
+    return load, workers
 
 
 def cold_start_note(

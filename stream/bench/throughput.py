@@ -13,11 +13,20 @@ bench's producer and its measuring consumer never share an interpreter with them
     It adds the input's partition and offset to each message (``"source"``), as a
     forecast does, so its latency can be measured the same way.
 ``serve``
-    the real serving loop, :class:`~stream.service.ForecastService` over
+    the real serving process, :class:`~stream.service.ForecastService` over
     ``KafkaSource`` and :class:`~stream.kafka_batch.BatchKafkaSink` with the models of
-    ``--model-dir``, built as ``reqcast serve`` builds it (window warm-up on assignment
-    included). It publishes one forecast per model and event plus the ``best`` one
-    (3 with lstm and dlinear), so it writes three times as many messages as the echo.
+    ``--model-dir``, assembled as ``reqcast serve`` assembles it from its settings
+    (:func:`stream.app.complete_service`), and configured by ``reqcast serve``'s own parser
+    with its default flags (:mod:`stream.bench.throughput_serve`): the refit worker on its
+    default schedule (its training in a lower-priority child process), the load task with
+    its ``ensemble``, the model-topic follower (on a topic of the run's own) and the
+    model-dir watcher, windows rebuilt from history on assignment. ``--no-refit``,
+    ``--no-load`` and ``--serve-args`` change that as they would change ``reqcast serve``;
+    ``--serve-args "--no-refit --no-load --model-topic '' --watch-model-dir 0
+    --history-records 0"`` runs the loop alone, as the bench did before. It publishes one
+    forecast per model and event plus the ``best`` one (3 with lstm and dlinear), so it
+    writes three times as many messages as the echo, and the load forecasts of every closed
+    bin (counted apart: ``load_outputs``; the latency is the next-request forecasts').
 
 Figures, all measured here:
 
@@ -70,6 +79,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import sys
 import uuid
 from pathlib import Path
@@ -78,6 +88,13 @@ from typing import Any
 from predictor.errors import ConfigError
 from stream.bench.throughput_pipelines import memory_check, run_pipeline
 from stream.bench.throughput_report import check_targets, render_table, serve_echo_ratios
+from stream.bench.throughput_serve import (
+    OLD_SERVE_ARGS,
+    describe,
+    parse_serve,
+    serve_argv,
+    served_model_dir,
+)
 from stream.bench.throughput_setup import (
     Topics,
     delete_topics,
@@ -158,6 +175,29 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help="seconds each measurement may take (default: 120 + 4 ms per event)",
     )
     add_flag(p, "--keep-topics", action="store_true", help="do not delete the bench topics")
+    add_flag(
+        p,
+        "--no-refit",
+        action="store_true",
+        help="serve without the refit worker (as `reqcast serve --no-refit`)",
+        env=False,
+    )
+    add_flag(
+        p,
+        "--no-load",
+        action="store_true",
+        help="serve without load forecasts (as `reqcast serve --no-load`)",
+        env=False,
+    )
+    add_flag(
+        p,
+        "--serve-args",
+        default="",
+        help="more `reqcast serve` flags for the serve side, one string (e.g. "
+        '"--refit-every-s 60"; the loop alone, as before serve\'s defaults were benched: '
+        f'"{OLD_SERVE_ARGS}")',
+        env=False,
+    )
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -177,6 +217,7 @@ def _check(args: argparse.Namespace) -> None:
     from trainer.offline import check_models
 
     check_models(args.models)
+    parse_serve(serve_argv(args, str(args.model_dir), "reqcast-bench-models"))  # a bad flag: now
 
 
 def run(args: argparse.Namespace) -> int:
@@ -187,11 +228,15 @@ def run(args: argparse.Namespace) -> int:
     wait_for_broker(kafka, timeout_s=30)
     models = ensure_models(args.model_dir, args.models, args.seed)
     topics = Topics(f"reqcast-bench-{uuid.uuid4().hex[:8]}")
+    served = served_model_dir(args.model_dir, args.models)
+    args.serve_argv = serve_argv(args, str(served), topics.models)
+    serve_args, settings = parse_serve(args.serve_argv)
     created = {t: args.partitions for t in topics.inputs()}
     created.update({t: 1 for t in topics.outputs()})
+    created[topics.models] = 1
     if args.memory_check:
         created[topics.memory_in] = args.partitions
-    ensure_topics(kafka, created)
+    ensure_topics(kafka, created, configs={topics.models: {"cleanup.policy": "compact"}})
     timeout = args.timeout or 120.0 + args.events / 250.0
     report: dict[str, Any] = {
         "benchmark": "stream",
@@ -212,6 +257,9 @@ def run(args: argparse.Namespace) -> int:
             "platform": platform.platform(),
             "python": platform.python_version(),
             "kafka_python": kafka_python_version(),
+            # what `reqcast serve` flags the serve side ran with, and the settings they made
+            "serve_args": args.serve_argv,
+            "serve": describe(settings, serve_args),
             # without it kafka-python computes record CRCs in pure Python (slow)
             "crc32c_installed": importlib.util.find_spec("crc32c") is not None,
         },
@@ -227,6 +275,7 @@ def run(args: argparse.Namespace) -> int:
             report["memory"] = memory_check(args, kafka, topics)
         report["targets"] = check_targets(report, args.rate)
     finally:
+        shutil.rmtree(served, ignore_errors=True)
         if not args.keep_topics:
             delete_topics(kafka, sorted(created))
     report["config"]["load_average_at_end"] = load_average()

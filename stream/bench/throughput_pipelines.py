@@ -101,6 +101,8 @@ def _plan(
         "models": list(args.models),
         "torch_threads": args.torch_threads,
         "compression": args.compression,
+        # `reqcast serve` flags of the serve side (stream.bench.throughput_serve)
+        "serve_argv": list(getattr(args, "serve_argv", [])),
         "phases": phases,
     }
 
@@ -190,6 +192,7 @@ def run_pipeline(
         "peak_rss_mb": final["peak_rss_bytes"] / 2**20,
         "group_join_s": tp["join_s"],
         **({"torch_threads": tp["torch_threads"]} if "torch_threads" in tp else {}),
+        **({"workers": tp["workers"]} if "workers" in tp else {}),
     }
 
 
@@ -205,6 +208,8 @@ def _throughput(r: dict[str, Any]) -> dict[str, Any]:
         "elapsed_s": elapsed,
         "events_per_s": r["events"] / elapsed,
         "outputs_per_s": r["outputs"] / elapsed,
+        # load forecasts (serve, one per closed bin and model), not in ``outputs``
+        "load_outputs": r.get("load_outputs", 0),
         "time_share": {k: v / elapsed for k, v in spent.items()},
     }
 

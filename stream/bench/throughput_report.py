@@ -58,6 +58,29 @@ def check_targets(report: dict[str, Any], rate: float | None) -> dict[str, Any]:
     return out
 
 
+def serve_line(settings: dict[str, Any] | None, serve: dict[str, Any]) -> str:
+    """One line: what the serve side ran besides the loop (``reqcast serve``'s settings)."""
+    if not settings:
+        return "serve: the loop alone"
+    refit = settings.get("refit")
+    load = settings.get("load")
+    parts = [
+        "refit off"
+        if refit is None
+        else "refit every "
+        + (f"{refit['every_s']:g} s" if refit.get("every_s") else "(never by time)")
+        + (" in a child process" if refit.get("isolate") else " in process"),
+        "load off"
+        if load is None
+        else f"load {load['bin_s']:g} s bins with ensemble "
+        f"({serve['throughput'].get('load_outputs', 0):,} load forecasts in the throughput run)",
+        f"model topic {'on' if settings.get('model_topic') else 'off'}",
+        f"model-dir watch {settings.get('watch_model_dir_s') or 0:g} s",
+        f"history {settings.get('history_records', 0):,} records",
+    ]
+    return "serve as `reqcast serve` with: " + ", ".join(parts)
+
+
 def render_table(report: dict[str, Any]) -> str:
     """The results as a plain-text table."""
     cfg, echo, serve, ratios = report["config"], report["echo"], report["serve"], report["ratios"]
@@ -133,6 +156,7 @@ def render_table(report: dict[str, Any]) -> str:
         lines.append("  ".join(cells).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths[:4]) + "  " + "-" * 6)
+    lines.append(serve_line(cfg.get("serve"), serve))
     for name, pipe in (("echo", echo), ("serve", serve)):
         shares = sorted(pipe["throughput"].get("time_share", {}).items(), key=lambda kv: -kv[1])
         main = [(k, v) for k, v in shares if not k.endswith(BACKGROUND_SUFFIX)]

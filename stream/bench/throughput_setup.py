@@ -50,6 +50,11 @@ class Topics:
         return self.name("memory-in")
 
     @property
+    def models(self) -> str:
+        """The serve side's model topic (its refits publish there, its follower reads it)."""
+        return self.name("models")
+
+    @property
     def dlq(self) -> str:
         return self.name("dlq")
 

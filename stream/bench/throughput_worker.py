@@ -162,6 +162,8 @@ def _worker_main() -> int:
 
 PhaseRunner = Callable[[dict[str, Any]], dict[str, Any]]
 
+#: how a load forecast's JSON starts (stream.tasks.load): the recorder leaves them out
+_LOAD = b'{"kind": "load"'
 #: fetch wait of the measuring consumer (tansu holds a fetch for part of it even with data)
 MEASURE_FETCH_WAIT_MS = 10
 
@@ -170,7 +172,8 @@ def _record(plan: dict[str, Any], kafka: Any) -> dict[str, Any]:
     """The measuring consumer: reads ``plan["topic"]`` from the start without a group and
     notes when each message arrives, until ``plan["expect"]`` are in or ``plan["within_s"]``
     pass; then writes ``[arrival_s, partition, offset, model]`` per output to
-    ``plan["out"]``. In a process of its own, so that neither the bench's producer nor
+    ``plan["out"]``. Load forecasts are left out: ``expect`` counts the next-request
+    forecasts and dead letters, one per model and event. In a process of its own, so that neither the bench's producer nor
     the pipeline shares its interpreter (serve's three outputs per event would otherwise
     slow its own measurement)."""
     from kafka import KafkaConsumer, TopicPartition
@@ -197,7 +200,8 @@ def _record(plan: dict[str, Any], kafka: Any) -> dict[str, Any]:
             batches = consumer.poll(timeout_ms=100)
             now = time.time()
             for msgs in batches.values():
-                arrivals.extend((now, m.value) for m in msgs)
+                # load forecasts (one per closed bin and model) are not what is waited for
+                arrivals.extend((now, m.value) for m in msgs if not m.value.startswith(_LOAD))
     finally:
         consumer.close(autocommit=False)
     rows = []
@@ -274,23 +278,30 @@ def _echo_worker(plan: dict[str, Any], kafka: Any) -> PhaseRunner:
 
 
 def _serve_worker(plan: dict[str, Any], kafka: Any) -> PhaseRunner:
-    """The serving loop, built as ``reqcast serve`` builds it, one consumer group per phase."""
+    """The serving process, assembled as ``reqcast serve`` assembles it from the settings its
+    flags make (``plan["serve_argv"]``, :mod:`stream.bench.throughput_serve`): the loop, the
+    load task and the model workers (refit, model topic, model-dir watcher) of its settings,
+    one consumer group per phase."""
     import torch
     from prometheus_client import CollectorRegistry
 
-    from stream.app import kafka_service
+    from stream.app import complete_service, kafka_service
+    from stream.bench.throughput_serve import parse_serve, phase_argv
+    from stream.cliutil import set_torch_threads
     from stream.kafka_batch import BatchKafkaSink
     from stream.metrics import Metrics
     from stream.model_slots import have_models, read_slots
-    from stream.service import ServeConfig, tune_gc
+    from stream.service import tune_gc
+    from trainer.device import resolve_device
 
-    if plan["torch_threads"]:
-        torch.set_num_threads(int(plan["torch_threads"]))
-    metrics = Metrics(CollectorRegistry())
-    slots = read_slots(plan["model_dir"], plan["models"], metrics)
+    base_argv = list(plan["serve_argv"])
+    args, settings = parse_serve(base_argv)
+    metrics = Metrics(CollectorRegistry(), max_exported_streams=settings.metrics_max_streams)
+    device = resolve_device(args.device)
+    slots = read_slots(args.model_dir, list(args.models), metrics, device=device)
     if not have_models(slots):
-        raise ConfigError(f"no loadable models in {plan['model_dir']!r}")
-    sink = BatchKafkaSink(kafka, compression=plan.get("compression", "none"))
+        raise ConfigError(f"no loadable models in {args.model_dir!r}")
+    sink = BatchKafkaSink(kafka, compression=args.compression)
     active: list[_Clock] = []  # the clock of the phase running, for the model timings
     for slot in slots.values():
         loaded = slot.current()
@@ -301,11 +312,8 @@ def _serve_worker(plan: dict[str, Any], kafka: Any) -> PhaseRunner:
     def phase(spec: dict[str, Any]) -> dict[str, Any]:
         clock = _Clock(spec.get("checkpoint_every"))
         active[:] = [clock]
-        config = ServeConfig(
-            input_topic=spec["topic"],
-            output_topic=spec["output"],
-            dlq_topic=spec["dlq"],
-            batch_max=int(plan["batch_max"]),
+        _, phase_settings = parse_serve(
+            phase_argv(base_argv, spec["topic"], spec["output"], spec["dlq"])
         )
         timed: list[_TimedSource] = []
 
@@ -314,12 +322,23 @@ def _serve_worker(plan: dict[str, Any], kafka: Any) -> PhaseRunner:
             return timed[0]
 
         service, source = kafka_service(
-            kafka, config, spec["group"], sink, slots, metrics, wrap, **GROUP_SETTINGS
+            kafka,
+            phase_settings.serve,
+            spec["group"],
+            sink,
+            slots,
+            metrics,
+            wrap,
+            **GROUP_SETTINGS,
+        )
+        load, workers = complete_service(
+            phase_settings, service, slots, metrics, kafka=kafka, device=device
         )
         service.on_batch = lambda svc, _msgs: clock.acked(svc.stats.events)
         setattr(service, "deliver", _timed(service.deliver, "send_flush", active))  # noqa: B010
         stop = threading.Event()
         try:
+            set_torch_threads(args.torch_threads)
             # as `reqcast serve` does, before it reads events (the full collection in it
             # would otherwise stall the first events the bench produces)
             tune_gc()
@@ -330,11 +349,15 @@ def _serve_worker(plan: dict[str, Any], kafka: Any) -> PhaseRunner:
                 _emit("ready", spec["name"])
             stats = service.run(stop, max_events=int(spec["events"]))
         finally:
+            for w in workers:
+                w.stop()
             source.close()
         if clock.assigned is None:
             clock.assigned = timed[0].assigned_at
         outputs = sum(stats.forecasts.values()) + stats.invalid
         res = clock.result(stats.events, outputs, stats.batches)
+        res["load_outputs"] = 0 if load is None else load.published
+        res["workers"] = sorted(type(w).__name__ for w in workers)
         res["torch_threads"] = torch.get_num_threads()
         return res
 

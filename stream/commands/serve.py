@@ -17,11 +17,9 @@ import threading
 
 from predictor.errors import ConfigError
 from stream.app import (
-    attach_load,
-    cold_start_note,
+    complete_service,
     kafka_service,
     service_metrics,
-    start_model_workers,
     stop_on_signals,
 )
 from stream.cliutil import add_flag, set_torch_threads
@@ -137,16 +135,14 @@ def run(args: argparse.Namespace) -> int:
         heartbeat_interval_ms=max(100, args.session_timeout_ms // 3),
         max_poll_interval_ms=args.max_poll_interval_ms,
     )
-    load = attach_load(settings.load, service, metrics, resolve_device(args.device), quiet=cold)
-    if cold:
-        cold_start_note(settings, args.model_dir, load)
-    workers = start_model_workers(
-        settings.workers,
+    _, workers = complete_service(
+        settings,
+        service,
         slots,
         metrics,
-        service,
         kafka=kafka,
-        load=None if load is None else (load, settings.load),
+        device=resolve_device(args.device),
+        cold=cold,
     )
     log.info(
         "serving %s -> %s (group %s, models %s)",

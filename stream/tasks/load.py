@@ -220,7 +220,7 @@ class LoadForecasting:
             if closed:
                 # the window as it is now: later events of this batch must not leak into it
                 closures.append(
-                    (stream, closed[-1][0], rec, closed, self.bins.history(stream)[-longest:])
+                    (stream, closed[-1][0], rec, closed, self.bins.history(stream, last=longest))
                 )
         if not closures:
             return []
@@ -347,7 +347,7 @@ class LoadForecasting:
         version = max(versions.values(), default=0)
         # warm as soon as one of its experts has a full window
         warm = any(p[5] for p in preds.values()) or (
-            len(self.bins.history(stream)) >= self.ensemble.shortest
+            self.bins.closed(stream) >= self.ensemble.shortest
         )
         ens_conf = confidence(self.scores, ENSEMBLE, None)
         messages.append(

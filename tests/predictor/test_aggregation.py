@@ -274,3 +274,26 @@ def test_log1p_space_survives_the_round_trip_and_old_states_read_as_raw() -> Non
     assert OnlineAggregator.from_dict(old).space == "raw"
     with pytest.raises(ConfigError, match="space"):
         OnlineAggregator(["a"], space="log")
+
+
+def test_weights_are_recomputed_after_every_change_and_never_shared() -> None:
+    """Weights are kept between updates; a copy goes out, and every update, new expert or
+    renewal gives the weights of the new state (as computed afresh)."""
+    for rule in ("boa", "fixed_share"):
+        agg = OnlineAggregator(["a", "b"], cells=2, rule=rule, space="log1p")
+        rng = np.random.default_rng(1)
+        for step in range(30):
+            x = rng.uniform(0, 10, size=(2, agg.k))
+            before = agg.weights()
+            before[:] = -1.0  # a caller's copy: writing to it changes nothing
+            agg.aggregate(x)
+            agg.update(x, rng.uniform(0, 10, size=2))
+            np.testing.assert_array_equal(agg.weights(), agg._compute_weights())
+            if step == 10:
+                agg.add_expert("c")
+                np.testing.assert_array_equal(agg.weights(), agg._compute_weights())
+            if step == 20:
+                agg.renew_expert("a")
+                np.testing.assert_array_equal(agg.weights(), agg._compute_weights())
+        clone = OnlineAggregator.from_dict(agg.to_dict())
+        np.testing.assert_array_equal(clone.weights(), agg.weights())

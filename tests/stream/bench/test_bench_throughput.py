@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 from pathlib import Path
@@ -57,6 +58,10 @@ def test_bench_stream_reports_every_figure(
         assert tp["time_share"] and all(v >= 0 for v in tp["time_share"].values())
     assert report["echo"]["outputs_per_event"] == 1
     assert report["serve"]["outputs_per_event"] >= 2  # a forecast per model (and maybe "best")
+    # the serve side is `reqcast serve` with its defaults: the refit worker runs beside it
+    assert "RefitWorker" in report["serve"]["workers"]
+    assert report["config"]["serve"]["refit"]["every_s"] == 600.0
+    assert report["config"]["serve"]["load"] is not None
     for key in ("throughput", "p50", "p99", "peak_rss"):
         assert _positive(report["ratios"][key])
     assert set(report["targets"]) == {"throughput_ratio", "p99_ratio"}
@@ -81,3 +86,54 @@ def test_bench_stream_bad_flags_are_one_line(
     assert main(argv) == 2  # refused before any broker is contacted
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("reqcast bench: error:") and message in err[-1]
+
+
+def _bench_args(*flags: str) -> argparse.Namespace:
+    from stream.bench import throughput
+
+    p = argparse.ArgumentParser()
+    throughput.add_parser(p)
+    return p.parse_args(["--bootstrap-servers", "127.0.0.1:1", *flags])
+
+
+def test_bench_serve_side_runs_with_serve_defaults() -> None:
+    """The serve side is `reqcast serve` with its default flags: refit worker on (time-based,
+    600 s, training in a child process), load task on, a model topic and the model-dir
+    watcher, history on assignment; only what the bench must set differs."""
+    from stream.bench.throughput_serve import parse_serve, serve_argv
+
+    args, settings = parse_serve(serve_argv(_bench_args(), "/tmp/m", "bench-models"))
+    refit = settings.workers.refit
+    assert refit is not None and refit.every_s == 600.0 and refit.isolate
+    assert refit.every_events is None and refit.load_every_s == 600.0
+    assert settings.load.enabled and settings.load.horizons == (1, 6, 30)
+    assert settings.workers.model_topic == "bench-models"
+    assert settings.workers.watch_model_dir_s == 5.0
+    assert settings.serve.history_records == 20_000 and settings.serve.publish_best
+    assert args.model_dir == "/tmp/m" and args.models == ["lstm", "dlinear"]
+
+
+def test_bench_serve_side_flags_pass_through() -> None:
+    from stream.bench.throughput_serve import OLD_SERVE_ARGS, parse_serve, serve_argv
+
+    argv = serve_argv(_bench_args("--no-refit", "--no-load"), "/tmp/m", "t")
+    _, settings = parse_serve(argv)
+    assert settings.workers.refit is None and not settings.load.enabled
+    argv = serve_argv(_bench_args("--serve-args", OLD_SERVE_ARGS), "/tmp/m", "t")
+    _, old = parse_serve(argv)
+    assert old.workers.refit is None and not old.load.enabled
+    assert old.workers.model_topic == "" and old.workers.watch_model_dir_s == 0
+    assert old.serve.history_records == 0
+    argv = serve_argv(_bench_args("--serve-args", "--refit-every-s 60"), "/tmp/m", "t")
+    refit = parse_serve(argv)[1].workers.refit
+    assert refit is not None and refit.every_s == 60.0
+
+
+def test_bench_stream_bad_serve_args_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["bench", "stream", "--bootstrap-servers", "127.0.0.1:1"]
+    assert main([*argv, "--serve-args", "--refit-every-s -1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("reqcast bench: error:") and "--refit-every-s" in err[-1]
+    assert main([*argv, "--serve-args=--no-such-flag"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("reqcast bench: error:") and "--no-such-flag" in err[-1]
