@@ -90,7 +90,7 @@ def test_bin_180_on_a_small_trace(tmp_path_factory: pytest.TempPathFactory) -> N
 
 def test_unknown_peer_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="unknown peer"):
-        LoadBacktestConfig(peers=("prophet",))
+        LoadBacktestConfig(peers=("nope",))
 
 
 def test_poisson_floor_by_hand() -> None:
