@@ -134,6 +134,16 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     add_flag(p, "--seed", type=int, default=0, help="seed of the synthetic events")
     add_flag(
         p,
+        "--trace-rate",
+        type=float,
+        default=1000.0,
+        help="events per second of trace time: the synthetic timestamps are compressed to "
+        "this mean rate (gaps in proportion), so load bins close as they would for a service "
+        "taking that many requests a second; 0 keeps the synthetic week's own clock (about "
+        "0.3 requests/s: a load bin closes every few events, the worst case for the load task)",
+    )
+    add_flag(
+        p,
         "--torch-threads",
         type=int,
         default=1,
@@ -259,13 +269,14 @@ def run(args: argparse.Namespace) -> int:
             "kafka_python": kafka_python_version(),
             # what `reqcast serve` flags the serve side ran with, and the settings they made
             "serve_args": args.serve_argv,
+            "trace_rate": args.trace_rate or None,
             "serve": describe(settings, serve_args),
             # without it kafka-python computes record CRCs in pure Python (slow)
             "crc32c_installed": importlib.util.find_spec("crc32c") is not None,
         },
     }
     try:
-        events = make_events(args.events, args.seed)
+        events = make_events(args.events, args.seed, trace_rate=args.trace_rate or None)
         log.info("producing %d events to %s", len(events), topics.backlog)
         report["produce"] = produce(kafka, topics.backlog, events, rate=None)
         for pipeline in ("echo", "serve"):

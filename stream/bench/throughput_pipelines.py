@@ -264,7 +264,12 @@ def memory_check(args: argparse.Namespace, kafka: Any, topics: Topics) -> dict[s
     timeout = args.timeout or 120.0 + total / 250.0
     try:
         worker.expect("ready", "memory", 60.0)
-        producer = Producer(kafka, topics.memory_in, event_chunks(total, args.seed + 1), None)
+        producer = Producer(
+            kafka,
+            topics.memory_in,
+            event_chunks(total, args.seed + 1, trace_rate=args.trace_rate or None),
+            None,
+        )
         producer.start()
         res = worker.expect("result", "memory", timeout)
         producer.stop.set()

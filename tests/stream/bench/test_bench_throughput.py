@@ -8,6 +8,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from stream.cli import main
@@ -137,3 +138,19 @@ def test_bench_stream_bad_serve_args_are_one_line(capsys: pytest.CaptureFixture[
     assert main([*argv, "--serve-args=--no-such-flag"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("reqcast bench: error:") and "--no-such-flag" in err[-1]
+
+
+def test_trace_rate_compresses_the_clock_keeping_gaps_in_proportion() -> None:
+    from stream.bench.throughput_setup import event_chunks, make_events
+
+    own = make_events(2_000, seed=3)
+    fast = make_events(2_000, seed=3, trace_rate=1000.0)
+    span = fast[-1].timestamp_s - fast[0].timestamp_s
+    assert span == pytest.approx(1999 / 1000.0)
+    assert own[-1].timestamp_s - own[0].timestamp_s > 100 * span  # the week's own clock is slow
+    gaps_own = np.diff([e.timestamp_s for e in own])
+    gaps_fast = np.diff([e.timestamp_s for e in fast])
+    np.testing.assert_allclose(gaps_fast, gaps_own * (span / gaps_own.sum()), rtol=1e-6, atol=1e-9)
+    assert [e.request_tokens for e in fast] == [e.request_tokens for e in own]
+    chunked = [e.timestamp_s for e in event_chunks(3_000, seed=1, chunk=1_000, trace_rate=500.0)]
+    assert np.all(np.diff(chunked) >= 0) and chunked[-1] < 3_000 / 500.0 * 1.5
