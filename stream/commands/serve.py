@@ -22,70 +22,15 @@ from stream.app import (
     service_metrics,
     stop_on_signals,
 )
-from stream.cliutil import add_flag, set_torch_threads
-from stream.commands._refit import add_refit_flags
-from stream.commands._serve_flags import add_service_flags, service_settings
+from stream.cliutil import set_torch_threads
+from stream.commands._serve_flags import add_serve_flags, service_settings
 from stream.metrics import serve_metrics
 
 log = logging.getLogger(__name__)
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    from stream.cliutil import add_kafka_flags
-
-    add_kafka_flags(p)
-    add_flag(
-        p,
-        "--broker-wait",
-        type=float,
-        default=30.0,
-        help="seconds start-up waits for a Kafka broker to answer before it gives up",
-    )
-    add_flag(
-        p,
-        "--group-id",
-        default="reqcast-serve",
-        help="consumer group shared by all serve instances",
-    )
-    add_service_flags(p)
-    add_flag(
-        p, "--session-timeout-ms", type=int, default=10_000, help="consumer group session timeout"
-    )
-    add_flag(
-        p,
-        "--max-poll-interval-ms",
-        type=int,
-        default=300_000,
-        help="consumer max poll interval (small brokers rebalance faster with a few seconds)",
-    )
-    add_flag(
-        p,
-        "--history-records",
-        type=int,
-        default=20_000,
-        help="records per partition read on assignment, just before the committed offsets, to "
-        "rebuild the request windows (at least --window) and the load bins, and to prime the "
-        "load intervals' calibration (load models need about 140 bins of history; fewer "
-        "records suit many partitions, more suit quiet streams and long bins)",
-    )
-    add_flag(
-        p, "--max-events", type=int, help="stop after this many events (for tests and benchmarks)"
-    )
-    add_flag(
-        p,
-        "--model-topic",
-        default="reqcast-models",
-        help="compacted topic new model versions arrive on ('' to ignore it)",
-    )
-    add_flag(
-        p,
-        "--watch-model-dir",
-        type=float,
-        default=5.0,
-        help="seconds between checks of --model-dir for newer versions of the next-request and "
-        "the load models (0: off)",
-    )
-    add_refit_flags(p)
+    add_serve_flags(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -3,12 +3,13 @@ calibration of matured forecasts, confidence, and the export of rolling scores."
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from predictor.calibration import OnlineConformal, widen_interval
+from predictor.ensemble import DelayedAggregator
 from predictor.models.base import Forecaster
 from predictor.scoring import RollingScores
 from predictor.slot import ModelSlot
@@ -82,3 +83,30 @@ def export_scores(
             metrics.online_mae.labels(model, kind, q, h).set(mae)
         if cov is not None:
             metrics.online_coverage.labels(model, kind, q, h).set(cov)
+
+
+class ExpertEnsemble:
+    """What the load and next-request ensembles share: the networks served and the untrained
+    experts by name, one :class:`~predictor.ensemble.DelayedAggregator` per stream, and the
+    networks' versions, a new one starting afresh in every stream."""
+
+    def __init__(self, networks: Sequence[str], experts: Sequence[Forecaster]) -> None:
+        self.experts = list(experts)
+        self.networks = list(networks)
+        self.names = self.networks + [str(e.name) for e in self.experts]
+        #: history the untrained experts look at (bins or requests)
+        self.seq_len = max(e.seq_len for e in self.experts)
+        #: the shortest of those windows (a full one makes the ensemble's forecast warm)
+        self.shortest = min(e.seq_len for e in self.experts)
+        self._aggs: dict[str, DelayedAggregator] = {}
+        self._versions: dict[str, int] = {}
+
+    def note_versions(self, versions: dict[str, int]) -> None:
+        """The versions the networks forecast with now; a network whose version changed
+        starts afresh in every stream's aggregation."""
+        for name, version in versions.items():
+            old = self._versions.get(name)
+            if old is not None and old != version:
+                for agg in self._aggs.values():
+                    agg.renew(name)
+            self._versions[name] = version

@@ -27,12 +27,13 @@ from predictor.ensemble import DelayedAggregator
 from predictor.experts import SERVE_PEERS, load_baselines, load_peers
 from predictor.features import pad_window
 from predictor.load import LOAD_QUANTITIES
+from stream.tasks.common import ExpertEnsemble
 
 #: the name of the recommended load forecast
 ENSEMBLE = "ensemble"
 
 
-class LoadEnsemble:
+class LoadEnsemble(ExpertEnsemble):
     """Per-stream online aggregation of the load experts (module docstring)."""
 
     def __init__(
@@ -43,25 +44,7 @@ class LoadEnsemble:
     ) -> None:
         self.horizons = tuple(horizons)
         top = max(self.horizons)
-        self.experts = load_baselines(top) + load_peers(peers, top)
-        self.networks = list(networks)
-        self.names = self.networks + [str(e.name) for e in self.experts]
-        #: bins of history the untrained experts look at
-        self.seq_len = max(e.seq_len for e in self.experts)
-        #: the shortest of those windows (a full one makes the ensemble's forecast warm)
-        self.shortest = min(e.seq_len for e in self.experts)
-        self._aggs: dict[str, DelayedAggregator] = {}
-        self._versions: dict[str, int] = {}
-
-    def note_versions(self, versions: dict[str, int]) -> None:
-        """The versions the networks forecast with now; a network whose version changed
-        starts afresh in every stream's aggregation."""
-        for name, version in versions.items():
-            old = self._versions.get(name)
-            if old is not None and old != version:
-                for agg in self._aggs.values():
-                    agg.renew(name)
-            self._versions[name] = version
+        super().__init__(networks, load_baselines(top) + load_peers(peers, top))
 
     def expert_points(self, histories: list[np.ndarray]) -> np.ndarray:
         """The untrained experts' points after each history ``[n_i, 3]``: ``[m, H, 3, E]``."""

@@ -26,6 +26,7 @@ import numpy as np
 from predictor.ensemble import DelayedAggregator
 from predictor.features import QUANTITIES
 from predictor.models.baselines import default_baselines
+from stream.tasks.common import ExpertEnsemble
 
 #: the name of the aggregated next-request forecast
 ENSEMBLE = "ensemble"
@@ -33,35 +34,18 @@ ENSEMBLE = "ensemble"
 HORIZON = 1
 
 
-class NextRequestEnsemble:
+class NextRequestEnsemble(ExpertEnsemble):
     """Per-stream online aggregation of the next-request experts (module docstring)."""
 
     def __init__(self, networks: Sequence[str]) -> None:
-        self.experts = default_baselines(horizon=HORIZON, channels=len(QUANTITIES))
-        self.networks = list(networks)
-        self.names = self.networks + [str(e.name) for e in self.experts]
-        #: requests of history the baselines look at
-        self.seq_len = max(e.seq_len for e in self.experts)
-        #: the shortest of those windows (a full one makes the ensemble's forecast warm)
-        self.shortest = min(e.seq_len for e in self.experts)
-        self._aggs: dict[str, DelayedAggregator] = {}
+        self.baselines = default_baselines(horizon=HORIZON, channels=len(QUANTITIES))
+        super().__init__(networks, self.baselines)
         #: per stream, the events aggregated so far: the index of its next event
         self._seen: dict[str, int] = {}
-        self._versions: dict[str, int] = {}
-
-    def note_versions(self, versions: dict[str, int]) -> None:
-        """The versions the networks forecast with now; a network whose version changed
-        starts afresh in every stream's aggregation."""
-        for name, version in versions.items():
-            old = self._versions.get(name)
-            if old is not None and old != version:
-                for agg in self._aggs.values():
-                    agg.renew(name)
-            self._versions[name] = version
 
     def expert_points(self, windows: np.ndarray) -> np.ndarray:
         """The baselines' points ``[n, 3, E]`` after windows ``[n, L >= seq_len, 3]``."""
-        return np.stack([e.point(windows) for e in self.experts], axis=-1)
+        return np.stack([e.point(windows) for e in self.baselines], axis=-1)
 
     def step(
         self,
