@@ -4,7 +4,8 @@
 The task hands :meth:`DriftWatch.observe` the absolute errors of its networks' matured
 forecasts (next-request: every quantity of each event; load: the one-bin-ahead forecast of
 each closed bin); about once a second (the task's ``export_metrics``) :meth:`DriftWatch.check`
-asks the policy, and on drift logs one line and asks the refit worker for a refit of the
+asks the policy, and on drift logs one line (a warning the first time for a model
+version, then at INFO: a refit that waits for data re-arms the check) and asks the refit worker for a refit of the
 task (``request(task)``), which its schedule starts as soon as the minimum gap allows. The
 refit worker calls :meth:`DriftWatch.rearm` after each round of the task it runs.
 """
@@ -38,6 +39,8 @@ class DriftWatch:
         #: every drift reported, oldest first
         self.detected: list[Drift] = []
         self._refs: dict[tuple[str, int], tuple[float, ...] | None] = {}
+        #: the model versions whose drift was logged at WARNING (later ones go to INFO)
+        self._warned: set[tuple[str, int]] = set()
 
     def _reference(self, model: str, version: int | None) -> tuple[int, tuple[float, ...] | None]:
         """The version meant (``None``: the one serving) and its held-out MAE, if known."""
@@ -68,7 +71,12 @@ class DriftWatch:
         if drift is None:
             return None
         self.detected.append(drift)
-        log.warning("drift: %s %s; refit of %s requested", self.task, drift.describe(), self.task)
+        key = (drift.model, drift.version)
+        level = logging.INFO if key in self._warned else logging.WARNING
+        self._warned.add(key)
+        log.log(
+            level, "drift: %s %s; refit of %s requested", self.task, drift.describe(), self.task
+        )
         self.request(self.task)
         return drift
 
