@@ -37,7 +37,7 @@ from predictor.models.kalman import KalmanTrend
 
 #: our own numpy planner peers (the bench's default)
 PEERS = ("kalman", "kalman_log1p", "arima")
-#: the library peers, each with the library it needs (all in the ``stats`` extra)
+#: the library peers, each with the library it needs (extras: :data:`EXTRAS`)
 LIBRARY_PEERS = {
     "sf_autoarima": "statsforecast",
     "sf_autoets": "statsforecast",

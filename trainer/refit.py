@@ -224,8 +224,10 @@ class RefitWorker(BackgroundWorker):
     def _start(self, task: str) -> Schedule:
         """Start a round of ``task``: counted by what made it due."""
         schedule = self.schedules[task]
-        self.metrics.refit_requests.labels(task, schedule.reason()).inc()
-        schedule.started()
+        with schedule.lock:  # a request landing in between would be cleared uncounted
+            reason = schedule.reason()
+            schedule.started()
+        self.metrics.refit_requests.labels(task, reason).inc()
         return schedule
 
     def stop(self, timeout_s: float | None = None) -> None:

@@ -27,6 +27,7 @@ True
 
 from __future__ import annotations
 
+import threading
 import time
 
 
@@ -51,6 +52,10 @@ class Schedule:
         #: a slot of the task has no model yet (the worker keeps this current): enough data
         #: for a refit (:meth:`cold_ready`) makes one due at once instead of at the interval
         self.cold = False
+        #: requests come from the serving thread, rounds start on the refit worker's: every
+        #: change of ``requested`` holds it (re-entrant, so a caller may hold it across a
+        #: :meth:`reason` and :meth:`started`)
+        self.lock = threading.RLock()
 
     @property
     def active(self) -> bool:
@@ -65,24 +70,27 @@ class Schedule:
     def request(self, reason: str = "drift") -> None:
         """Ask for a refit as soon as the minimum gap allows (drift); ``reason`` labels the
         round (over a pending cold request: a model is serving and drifted)."""
-        self.requested, self.requested_by = True, reason
+        with self.lock:
+            self.requested, self.requested_by = True, reason
 
     def cold_ready(self) -> bool:
         """There is enough data for a refit now: while :attr:`cold`, that makes one due as
         soon as the minimum gap allows (a first version need not wait for the interval).
         True if this newly made one due."""
-        if not self.cold or self.requested:
-            return False
-        self.requested, self.requested_by = True, "cold"
-        return True
+        with self.lock:
+            if not self.cold or self.requested:
+                return False
+            self.requested, self.requested_by = True, "cold"
+            return True
 
     def set_cold(self, cold: bool) -> None:
         """Whether a slot of the task still has no model (the worker says so after each
         round). Once none lacks one, a pending cold request is dropped: made while the
         first round ran, it would only start another at once."""
-        self.cold = cold
-        if not cold and self.requested and self.requested_by == "cold":
-            self.requested, self.requested_by = False, ""
+        with self.lock:
+            self.cold = cold
+            if not cold and self.requested and self.requested_by == "cold":
+                self.requested, self.requested_by = False, ""
 
     def reason(self) -> str:
         """What makes a refit due now: ``drift`` or ``cold`` (a request), ``events`` (the
@@ -112,14 +120,16 @@ class Schedule:
 
     def skipped(self, now: float) -> None:
         """Due, but not enough data yet: wait for the next interval or count."""
-        self.last_start, self.since_events, self.requested = now, 0, False
-        self.requested_by = ""
+        with self.lock:
+            self.last_start, self.since_events, self.requested = now, 0, False
+            self.requested_by = ""
 
     def started(self, now: float | None = None) -> None:
-        self.last_start = time.monotonic() if now is None else now
-        self.since_events, self.requested = 0, False
-        self.requested_by = ""
-        self.rounds += 1
+        with self.lock:
+            self.last_start = time.monotonic() if now is None else now
+            self.since_events, self.requested = 0, False
+            self.requested_by = ""
+            self.rounds += 1
 
     def finished(self, now: float | None = None) -> None:
         self.last_end = time.monotonic() if now is None else now
