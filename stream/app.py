@@ -4,7 +4,7 @@
 pieces: the service over a Kafka consumer group (:func:`kafka_service`), load forecasts
 when load models exist (:func:`attach_load`), and the workers that keep models current
 (:func:`start_model_workers`: refits, the model topic, the model-dir watchers). The
-commands turn their flags into the settings here (:mod:`stream.commands._serve_flags`);
+commands turn their flags into the settings here (:mod:`stream.serve_flags`);
 nothing here reads flags.
 """
 

@@ -56,21 +56,12 @@ def test_the_core_and_the_trainer_import_only_downwards(
 
 
 def test_only_the_cli_imports_the_commands() -> None:
-    """The benchmarks may use the shared flag modules (the streaming bench parses its serve
-    side's command line with serve's own flags), never a command."""
     found = [
         (f, m)
         for f, m in _broken("stream", ("stream.commands",))
-        if not f.startswith("stream/commands/")
-        and f != "stream/cli.py"
-        and not (f.startswith("stream/bench/") and _shared_flags(m))
+        if not f.startswith("stream/commands/") and f != "stream/cli.py"
     ]
     assert found == []
-
-
-def _shared_flags(module: str) -> bool:
-    parts = module.split(".")
-    return len(parts) >= 3 and parts[:2] == ["stream", "commands"] and parts[2].startswith("_")
 
 
 def test_only_the_bench_command_imports_the_benchmarks() -> None:
@@ -96,13 +87,9 @@ def test_the_kafka_adapters_know_nothing_of_the_command_line(path: str) -> None:
 
 def test_commands_do_not_import_each_other() -> None:
     """A command module imports what it shares with others from :mod:`stream.app` (the
-    assembly) or the shared flag modules (``stream/commands/_*.py``), never another command."""
-    found = [
-        (f, m)
-        for f, m in _broken("stream/commands", ("stream.commands",))
-        if not m.split(".")[2].startswith("_")
-    ]
-    assert found == []
+    assembly) or the shared flag modules (``stream/serve_flags.py``, ``stream/refit_flags.py``),
+    never another command."""
+    assert _broken("stream/commands", ("stream.commands",)) == []
 
 
 def test_the_assembly_reads_no_flags() -> None:

@@ -1,8 +1,8 @@
 """``reqcast bench stream``, the serve side's settings: ``reqcast serve``'s own flags.
 
 The serve pipeline is configured by parsing a ``reqcast serve`` command line with serve's
-own parser (:func:`stream.commands._serve_flags.add_serve_flags`) and turning it into
-:class:`~stream.app.ServiceSettings` with :func:`stream.commands._serve_flags.service_settings`,
+own parser (:func:`stream.serve_flags.add_serve_flags`) and turning it into
+:class:`~stream.app.ServiceSettings` with :func:`stream.serve_flags.service_settings`,
 exactly as ``reqcast serve`` does. The command line is serve's defaults plus what the bench
 must set (topics, ``--model-dir``, ``--models``, ``--batch-max``, ``--compression``,
 ``--torch-threads``, a model topic of the run's own) and what ``--no-refit``, ``--no-load`` and
@@ -64,7 +64,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parse_serve(argv: list[str]) -> tuple[argparse.Namespace, ServiceSettings]:
     """``argv`` parsed by ``reqcast serve``'s parser, and the settings serve makes of it."""
-    from stream.commands._serve_flags import add_serve_flags, service_settings
+    from stream.serve_flags import add_serve_flags, service_settings
 
     parser = _Parser(prog="reqcast serve", add_help=False)
     add_serve_flags(parser)

@@ -27,9 +27,9 @@ from predictor.streams import STREAM_KEYS
 from predictor.tasks import LOAD, NEXT_REQUEST
 from stream.app import bin_mismatch, stop_on_signals
 from stream.cliutil import add_flag, add_kafka_flags, add_metrics_flags, kafka_config
-from stream.commands._refit import add_refit_flags, refit_config
 from stream.loop import DeliveryLoop, LoopConfig, Message, batch_offsets
 from stream.metrics import Metrics, serve_metrics
+from stream.refit_flags import add_refit_flags, refit_config
 from stream.transport import Record
 
 log = logging.getLogger(__name__)

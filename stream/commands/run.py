@@ -27,10 +27,10 @@ from stream.cliutil import (
     set_flag_default,
     set_torch_threads,
 )
-from stream.commands._refit import add_refit_flags
-from stream.commands._serve_flags import add_service_flags, service_settings
 from stream.first_models import announce, train_first, train_first_load
 from stream.metrics import serve_metrics
+from stream.refit_flags import add_refit_flags
+from stream.serve_flags import add_service_flags, service_settings
 from stream.sinks import JsonlSink, TeeSink
 from stream.status import StatusPrinter
 from stream.summary import DEFAULT_FORECASTS, Timings, run_summary

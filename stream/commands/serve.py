@@ -23,8 +23,8 @@ from stream.app import (
     stop_on_signals,
 )
 from stream.cliutil import set_torch_threads
-from stream.commands._serve_flags import add_serve_flags, service_settings
 from stream.metrics import serve_metrics
+from stream.serve_flags import add_serve_flags, service_settings
 
 log = logging.getLogger(__name__)
 

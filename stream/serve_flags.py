@@ -10,8 +10,8 @@ from predictor.drift import DEFAULT_FACTOR
 from predictor.errors import ConfigError
 from stream.app import LoadSettings, ServiceSettings, WorkerSettings
 from stream.cliutil import add_flag, add_kafka_flags, add_metrics_flags, check_torch_threads
-from stream.commands._refit import add_refit_flags, refit_config
 from stream.metrics import MAX_EXPORTED_STREAMS
+from stream.refit_flags import add_refit_flags, refit_config
 from stream.service import ServeConfig
 
 
