@@ -19,7 +19,7 @@ from typing import Any
 
 from predictor.errors import ConfigError
 from predictor.traces import iter_events
-from stream.app import attach_load, service_metrics, start_model_workers, stop_on_signals
+from stream.app import complete_service, service_metrics, stop_on_signals
 from stream.cliutil import (
     add_flag,
     add_trace_flags,
@@ -189,7 +189,10 @@ def run(args: argparse.Namespace) -> int:
     # the rows just before the replayed part are history, not news: start with warm windows
     history = list(iter_events(df.iloc[: len(df) - len(replayed)].tail(args.train_rows)))
     service.warm(history[-config.window_capacity * 20 :])
-    load = attach_load(settings.load, service, metrics, args.device)
+    # the model workers start once the windows are warm and the replay is about to begin
+    load, workers = complete_service(
+        settings, service, slots, metrics, kafka=kafka, device=args.device, start=False
+    )
     if load is not None:
         load.warm(history)
     rate = None if args.speed else (args.rate or None)
@@ -217,14 +220,8 @@ def run(args: argparse.Namespace) -> int:
         out,
         args.metrics_port,
     )
-    workers = start_model_workers(
-        settings.workers,
-        slots,
-        metrics,
-        service,
-        kafka=kafka,
-        load=None if load is None else (load, settings.load),
-    )
+    for worker in workers:
+        worker.start()
     status = StatusPrinter(service.state, args.status_interval)
     started = time.monotonic()
     replayer.start()
