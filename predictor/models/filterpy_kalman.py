@@ -25,7 +25,7 @@ import numpy as np
 from predictor.errors import ConfigError
 from predictor.models.arima import Z_UPPER
 from predictor.models.base import Prediction
-from predictor.models.kalman import P0
+from predictor.models.kalman import P0, check_filter
 
 EXTRA = "stats"
 
@@ -60,10 +60,7 @@ class FilterpyKalman:
         q_trend: float = 0.1,
         r: float = 10.0,
     ) -> None:
-        if seq_len < 1 or horizon < 1:
-            raise ConfigError("filterpy_kalman needs seq_len >= 1 and horizon >= 1")
-        if q_level <= 0 or q_trend <= 0 or r <= 0:
-            raise ConfigError("filterpy_kalman needs q_level, q_trend and r > 0")
+        check_filter("filterpy_kalman", seq_len, horizon, q_level, q_trend, r)
         self.horizon, self.channels, self.seq_len = horizon, channels, seq_len
         self.q_level, self.q_trend, self.r = q_level, q_trend, r
         self._cls = _filter_class()

@@ -82,6 +82,16 @@ def _finite_quantile(x: np.ndarray, q: float) -> np.ndarray:
     return np.where(n >= 2, value, 0.0)
 
 
+def check_filter(
+    who: str, seq_len: int, horizon: int, q_level: float, q_trend: float, r: float
+) -> None:
+    """A :class:`ConfigError` naming ``who`` for a window, horizon or noise it cannot use."""
+    if seq_len < 1 or horizon < 1:
+        raise ConfigError(f"{who} needs seq_len >= 1 and horizon >= 1")
+    if q_level <= 0 or q_trend <= 0 or r <= 0:
+        raise ConfigError(f"{who} needs q_level, q_trend and r > 0")
+
+
 class KalmanTrend:
     """Dynamo's ``kalman`` predictor over each window (module docstring)."""
 
@@ -97,10 +107,7 @@ class KalmanTrend:
         r: float = 10.0,
         log1p: bool = False,
     ) -> None:
-        if seq_len < 1 or horizon < 1:
-            raise ConfigError("the Kalman peer needs seq_len >= 1 and horizon >= 1")
-        if q_level <= 0 or q_trend <= 0 or r <= 0:
-            raise ConfigError("the Kalman peer needs q_level, q_trend and r > 0")
+        check_filter("the Kalman peer", seq_len, horizon, q_level, q_trend, r)
         self.horizon, self.channels, self.seq_len = horizon, channels, seq_len
         self.q_level, self.q_trend, self.r, self.log1p = q_level, q_trend, r, log1p
         self.name = "kalman_log1p" if log1p else "kalman"
